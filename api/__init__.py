@@ -1,0 +1,1 @@
+"""Tenantry API service."""

@@ -1,0 +1,62 @@
+"""The `tenantry` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from tenantry.operator.main import run
+    from tenantry.operator.settings import OperatorSettings
+
+    run(OperatorSettings(), standalone=args.standalone, priority=args.priority, liveness=args.liveness)
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from tenantry.operator import crds
+
+    if args.check:
+        stale = crds.stale(args.output)
+        for path in stale:
+            print(f"{path} differs from the models: run `make crds` and commit it.", file=sys.stderr)
+        return 1 if stale else 0
+    for path in crds.write_all(args.output):
+        print(f"Wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tenantry", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    operator = commands.add_parser("operator", help="Run the operator (kopf).")
+    operator.add_argument(
+        "--standalone", action="store_true", help="Skip peering: for a single replica."
+    )
+    operator.add_argument("--priority", type=int, default=0, help="Peering priority.")
+    operator.add_argument(
+        "--liveness", default=None, help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    operator.set_defaults(func=_operator)
+
+    crds = commands.add_parser("crds", help="Render the CRDs from the models.")
+    crds.add_argument("--output", type=Path, default=Path("crds"), help="Directory (default crds).")
+    crds.add_argument(
+        "--check", action="store_true", help="Fail if the files differ from the models."
+    )
+    crds.set_defaults(func=_crds)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""What every handler needs, built once at start-up and kept in kopf's memo."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantry import license as lic
+from tenantry.operator.helm import Releases
+from tenantry.operator.kube import Cluster
+from tenantry.operator.provisioning import Chart
+from tenantry.operator.settings import OperatorSettings
+
+
+@dataclass
+class Context:
+    settings: OperatorSettings
+    cluster: Cluster
+    releases: Releases
+    chart: Chart
+    keyring: lic.KeyRing
+    _locks: defaultdict[Any, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+
+    def lock(self, key: Any) -> asyncio.Lock:
+        """One reconcile at a time per object: timers run beside change handlers."""
+        return self._locks[key]

@@ -1,0 +1,436 @@
+"""Typed models of Tenantry's custom resources (group tenantry.io, v1alpha1).
+
+These models are the single source of the CRD schemas (`make crds` renders
+`crds/*.yaml` from them) and the shape handlers validate a body into before
+they work on it. Money is integer minor units; limits are integers where
+-1 means unlimited; nothing is a float.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "tenantry.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+UNLIMITED = -1
+"""A limit of -1 means the plan sets no limit on that metric."""
+
+_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_METRIC = r"^[a-z][a-z0-9_]{0,62}$"
+
+DnsLabel = Annotated[str, Field(pattern=_NAME, max_length=63)]
+MetricName = Annotated[
+    str,
+    Field(
+        pattern=_METRIC,
+        description="Metric code: lower case letters, digits and underscores, e.g. `devices`.",
+    ),
+]
+
+
+class Model(BaseModel):
+    """Base of every spec and status model: camelCase on the wire."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# ---------------------------------------------------------------- conditions
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    """One observed aspect of a resource, after the Kubernetes API conventions."""
+
+    type: str = Field(description="What the condition is about, e.g. `Ready`.")
+    status: ConditionStatus = Field(description="`True`, `False` or `Unknown`.")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9]*)$",
+        description="One CamelCase word for machines, e.g. `PlanNotFound`.",
+    )
+    message: str = Field(default="", description="What happened, for people.")
+    observed_generation: int | None = Field(
+        default=None, description="The `metadata.generation` this condition was computed from."
+    )
+    last_transition_time: dt.datetime | None = Field(
+        default=None, description="When `status` last changed."
+    )
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Observed conditions, one per type.",
+    ),
+]
+
+
+class ResourceRef(Model):
+    name: DnsLabel = Field(description="Name of the referenced object.")
+
+
+# ---------------------------------------------------------------------- Plan
+
+
+class Interval(StrEnum):
+    MONTH = "month"
+    YEAR = "year"
+
+
+class Aggregation(StrEnum):
+    """How a metric's events add up over a period (Lago's aggregation types)."""
+
+    COUNT = "count"
+    SUM = "sum"
+    MAX = "max"
+    UNIQUE_COUNT = "unique_count"
+    LATEST = "latest"
+
+
+class ChargeModel(StrEnum):
+    PER_UNIT = "per_unit"
+    GRADUATED = "graduated"
+    VOLUME = "volume"
+    PACKAGE = "package"
+
+
+_CURRENCY = r"^[A-Z]{3}$"
+_DECIMAL = r"^[0-9]+(\.[0-9]{1,12})?$"
+
+
+class Price(Model):
+    amount: int = Field(ge=0, description="Recurring price in minor units (cents for USD).")
+    currency: str = Field(pattern=_CURRENCY, description="ISO 4217 code, e.g. `USD`.")
+    interval: Interval = Field(default=Interval.MONTH, description="Billing interval.")
+
+
+class Tier(Model):
+    up_to: int | None = Field(
+        default=None, ge=1, description="Upper bound of this tier (inclusive); none for the last."
+    )
+    unit_amount: str = Field(
+        default="0",
+        pattern=_DECIMAL,
+        description="Price per unit in minor units, a decimal string (e.g. `0.05`).",
+    )
+    flat_amount: int = Field(default=0, ge=0, description="Flat fee for entering this tier.")
+
+
+class Metric(Model):
+    """A billable metric: what instances report and how it adds up."""
+
+    name: MetricName
+    aggregation: Aggregation = Field(
+        default=Aggregation.SUM, description="How events add up within a period."
+    )
+    field: str | None = Field(
+        default=None,
+        description="For `unique_count`: the event property whose distinct values are counted.",
+    )
+    description: str = Field(default="", description="What the metric counts, for people.")
+
+
+class MeteredPrice(Model):
+    metric: MetricName = Field(description="Metric this price applies to.")
+    model: ChargeModel = Field(default=ChargeModel.PER_UNIT, description="Charge model.")
+    allowance: int = Field(default=0, ge=0, description="Units included before charging.")
+    unit_amount: str = Field(
+        default="0",
+        pattern=_DECIMAL,
+        description="`per_unit`: price per unit in minor units, a decimal string.",
+    )
+    package_size: int | None = Field(default=None, ge=1, description="`package`: units a package.")
+    package_amount: int | None = Field(
+        default=None, ge=0, description="`package`: price of one package in minor units."
+    )
+    tiers: list[Tier] = Field(
+        default_factory=list, description="`graduated` and `volume`: tiers, ascending."
+    )
+
+
+class StripePlanIds(Model):
+    product_id: str | None = Field(default=None, description="Stripe product id.")
+    price_id: str | None = Field(default=None, description="Stripe price id of the base price.")
+    metered_price_ids: dict[str, str] = Field(
+        default_factory=dict, description="Stripe price id per metered metric."
+    )
+
+
+class PlanSpec(Model):
+    display_name: str = Field(min_length=1, description="Name shown to customers.")
+    price: Price = Field(description="Recurring base price.")
+    trial_days: int = Field(default=0, ge=0, le=730, description="Free trial length.")
+    features: dict[str, bool] = Field(
+        default_factory=dict, description="Feature flags granted, e.g. `otaUpdates: true`."
+    )
+    limits: dict[str, Annotated[int, Field(ge=UNLIMITED)]] = Field(
+        default_factory=dict, description="Limits per metric; -1 is unlimited."
+    )
+    metrics: list[Metric] = Field(
+        default_factory=list, description="Metrics instances report for this plan."
+    )
+    metered_prices: list[MeteredPrice] = Field(
+        default_factory=list, description="Usage-based prices, per metric."
+    )
+    usage_max_age_days: int = Field(
+        default=35, ge=1, le=400, description="Oldest event timestamp accepted, in days."
+    )
+    stripe: StripePlanIds = Field(default_factory=StripePlanIds, description="Stripe ids.")
+
+    @field_validator("limits")
+    @classmethod
+    def _limit_names(cls, limits: dict[str, int]) -> dict[str, int]:
+        for name in limits:
+            if not re.match(_METRIC, name):
+                raise ValueError(f"limit name {name!r} must match {_METRIC}")
+        return limits
+
+
+class PlanStatus(Model):
+    conditions: Conditions
+
+
+# -------------------------------------------------------------------- Tenant
+
+
+class TenantSpec(Model):
+    display_name: str = Field(min_length=1, description="Customer's name, for people.")
+    billing_email: str = Field(
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Where invoices go."
+    )
+    namespace: DnsLabel | None = Field(
+        default=None, description="Namespace of the instance; defaults to `tenant-<name>`."
+    )
+    values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Helm values for the customer-instance chart (validated by its schema).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    paused: bool = Field(default=False, description="Stop reconciling; leave everything as is.")
+    suspended: bool = Field(
+        default=False, description="Scale the instance to zero whatever the billing state."
+    )
+
+
+class LicenseSummary(Model):
+    id: str = Field(description="The license's `jti`.")
+    plan: str = Field(description="Plan the license grants.")
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    secret_name: str = Field(description="Secret in the tenant namespace holding it.")
+
+
+class ReleaseSummary(Model):
+    name: str
+    revision: int
+    chart_version: str
+    status: str
+
+
+class UsageSummary(Model):
+    period: str = Field(description="Billing period, `YYYY-MM`.")
+    metrics: dict[str, int] = Field(default_factory=dict, description="Usage so far, per metric.")
+    updated_at: dt.datetime | None = None
+
+
+class TenantStatus(Model):
+    conditions: Conditions
+    observed_generation: int | None = None
+    namespace: str | None = Field(default=None, description="Namespace of the instance.")
+    plan: str | None = Field(default=None, description="Plan in force.")
+    license: LicenseSummary | None = None
+    release: ReleaseSummary | None = None
+    stripe_customer_id: str | None = None
+    usage: UsageSummary | None = None
+
+
+# -------------------------------------------------------------- Subscription
+
+
+class SubscriptionState(StrEnum):
+    INCOMPLETE = "incomplete"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    UNPAID = "unpaid"
+    CANCELED = "canceled"
+
+
+class SubscriptionSpec(Model):
+    tenant_ref: ResourceRef = Field(description="Tenant in this namespace.")
+    plan_ref: ResourceRef = Field(description="Plan (cluster-scoped).")
+    billing_cycle_anchor_day: int = Field(
+        default=1, ge=1, le=28, description="Day of the month a period starts."
+    )
+    trial_days: int | None = Field(
+        default=None, ge=0, le=730, description="Overrides the plan's trial length."
+    )
+    cancel_at_period_end: bool = Field(default=False, description="End when the period ends.")
+    coupon: str | None = Field(default=None, description="Stripe coupon or promotion code.")
+
+
+class Period(Model):
+    start: dt.datetime
+    end: dt.datetime
+
+
+class Payment(Model):
+    amount: int = Field(description="Minor units.")
+    currency: str
+    paid_at: dt.datetime
+    invoice_id: str | None = None
+
+
+class SubscriptionStatus(Model):
+    conditions: Conditions
+    observed_generation: int | None = None
+    state: SubscriptionState | None = None
+    current_period: Period | None = None
+    trial_end: dt.datetime | None = None
+    stripe_subscription_id: str | None = None
+    last_payment: Payment | None = None
+
+
+# ------------------------------------------------------------------- ApiKey
+
+
+class ApiKeySpec(Model):
+    tenant_ref: ResourceRef = Field(description="Tenant in this namespace the key acts for.")
+    scopes: list[Literal["usage:write", "license:read", "quota:consume"]] = Field(
+        default_factory=lambda: ["usage:write", "license:read", "quota:consume"],
+        description="What the key may do.",
+    )
+    expires_at: dt.datetime | None = Field(default=None, description="Stops working after this.")
+    revoked: bool = Field(default=False, description="Set to stop the key at once.")
+    secret_name: DnsLabel | None = Field(
+        default=None,
+        description="Secret in the tenant namespace for the plaintext; defaults to the key name.",
+    )
+
+
+class ApiKeyStatus(Model):
+    conditions: Conditions
+    observed_generation: int | None = None
+    prefix: str | None = Field(default=None, description="The key's public prefix.")
+    secret_ref: str | None = Field(default=None, description="`namespace/name` of the Secret.")
+    expires_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None
+
+
+# ------------------------------------------------------------------ the kinds
+
+
+class Kind:
+    """What the CRD generator needs to know about one kind."""
+
+    kind: ClassVar[str]
+    plural: ClassVar[str]
+    short_names: ClassVar[list[str]]
+    scope: ClassVar[Literal["Namespaced", "Cluster"]]
+    spec: ClassVar[type[Model]]
+    status: ClassVar[type[Model]]
+    printer_columns: ClassVar[list[dict[str, str]]]
+
+
+def _ready_columns() -> list[dict[str, str]]:
+    return [
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+class PlanKind(Kind):
+    kind = "Plan"
+    plural = "plans"
+    short_names = ["pl"]
+    scope = "Cluster"
+    spec = PlanSpec
+    status = PlanStatus
+    printer_columns = [
+        {"name": "Display", "type": "string", "jsonPath": ".spec.displayName"},
+        {"name": "Amount", "type": "integer", "jsonPath": ".spec.price.amount"},
+        {"name": "Currency", "type": "string", "jsonPath": ".spec.price.currency"},
+        {"name": "Interval", "type": "string", "jsonPath": ".spec.price.interval"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+class TenantKind(Kind):
+    kind = "Tenant"
+    plural = "tenants"
+    short_names = ["tn"]
+    scope = "Namespaced"
+    spec = TenantSpec
+    status = TenantStatus
+    printer_columns = [
+        {"name": "Plan", "type": "string", "jsonPath": ".status.plan"},
+        {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
+        {"name": "Revision", "type": "integer", "jsonPath": ".status.release.revision"},
+        {"name": "License-Expires", "type": "date", "jsonPath": ".status.license.expiresAt"},
+        *_ready_columns(),
+    ]
+
+
+class SubscriptionKind(Kind):
+    kind = "Subscription"
+    plural = "subscriptions"
+    short_names = ["sub"]
+    scope = "Namespaced"
+    spec = SubscriptionSpec
+    status = SubscriptionStatus
+    printer_columns = [
+        {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenantRef.name"},
+        {"name": "Plan", "type": "string", "jsonPath": ".spec.planRef.name"},
+        {"name": "State", "type": "string", "jsonPath": ".status.state"},
+        {"name": "Period-End", "type": "date", "jsonPath": ".status.currentPeriod.end"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+class ApiKeyKind(Kind):
+    kind = "ApiKey"
+    plural = "apikeys"
+    short_names = ["ak"]
+    scope = "Namespaced"
+    spec = ApiKeySpec
+    status = ApiKeyStatus
+    printer_columns = [
+        {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenantRef.name"},
+        {"name": "Prefix", "type": "string", "jsonPath": ".status.prefix"},
+        {"name": "Revoked", "type": "boolean", "jsonPath": ".spec.revoked"},
+        *_ready_columns(),
+    ]
+
+
+KINDS: list[type[Kind]] = [PlanKind, TenantKind, SubscriptionKind, ApiKeyKind]

@@ -1,0 +1,44 @@
+"""The operator's configuration: environment variables prefixed `TENANTRY_OPERATOR_`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_CHART = Path(__file__).resolve().parent.parent / "charts" / "customer-instance"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TENANTRY_OPERATOR_", frozen=True)
+
+    namespace: str = Field(
+        default="tenantry-system",
+        description="Namespace of the operator's own objects (the signing-key Secret).",
+    )
+    signing_key_secret: str = Field(
+        default="tenantry-signing-keys", description="Secret holding the license signing keys."
+    )
+    signing_algorithm: Literal["RS256", "EdDSA"] = "RS256"
+    chart_path: Path = Field(
+        default=_REPO_CHART, description="The customer-instance chart (a directory)."
+    )
+    helm: str = Field(default="helm", description="The helm executable.")
+    helm_timeout: str = "2m"
+    release_name: str = Field(default="instance", description="Helm release name per tenant.")
+    license_secret: str = Field(
+        default="tenantry-license", description="Secret in each tenant namespace for its license."
+    )
+    license_issuer: str = "tenantry"
+    license_audience: str = "tenantry-instance"
+    license_ttl: dt.timedelta = Field(default=dt.timedelta(days=30))
+    license_renew_before: dt.timedelta = Field(
+        default=dt.timedelta(days=7), description="Renew a license this long before it expires."
+    )
+    drift_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between drift repairs of each Tenant."
+    )
+    namespace_prefix: str = "tenant-"

@@ -1,0 +1,384 @@
+"""Handlers of the Tenant kind, and the nudges from the kinds it depends on.
+
+Each handler reads the object, asks `provisioning` what should exist,
+applies it through the adapters and writes one status patch. A Tenant is
+reconciled on every change, when its Subscription or Plan changes (a nudge),
+and on a timer that repairs drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from tenantry.operator import licensing
+from tenantry.operator.conditions import condition, merge_conditions
+from tenantry.operator.context import Context
+from tenantry.operator.provisioning import (
+    InvalidSpec,
+    NotReady,
+    SubscriptionView,
+    desired_state,
+    effective_state,
+    license_due,
+    select_subscription,
+    tenant_namespace,
+)
+from tenantry.operator.resources import (
+    GROUP,
+    VERSION,
+    ConditionStatus,
+    LicenseSummary,
+    PlanKind,
+    PlanSpec,
+    SubscriptionKind,
+    SubscriptionSpec,
+    SubscriptionState,
+    TenantKind,
+    TenantSpec,
+    TenantStatus,
+)
+
+NAMESPACE_READY = "NamespaceReady"
+LICENSE_ISSUED = "LicenseIssued"
+RELEASE_DEPLOYED = "ReleaseDeployed"
+PAYMENT_CURRENT = "PaymentCurrent"
+READY = "Ready"
+
+Observed = list[tuple[str, ConditionStatus, str, str]]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def spec_error(error: ValidationError, prefix: str = "spec") -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in (prefix, *first["loc"]))
+    return f"{where}: {first['msg']}"
+
+
+def subscription_views(raw: Iterable[Mapping[str, Any]]) -> list[SubscriptionView]:
+    views = []
+    for item in raw:
+        status = item.get("status") or {}
+        try:
+            spec = SubscriptionSpec.model_validate(item["spec"])
+            state = SubscriptionState(status["state"]) if status.get("state") else None
+        except (ValidationError, ValueError) as error:
+            raise InvalidSpec(
+                f"Subscription {item['name']} is invalid: {error}", reason="InvalidSubscription"
+            ) from error
+        period = status.get("currentPeriod") or {}
+        views.append(
+            SubscriptionView(
+                name=item["name"],
+                spec=spec,
+                state=state,
+                trial_end=_parse_time(status.get("trialEnd")),
+                period_end=_parse_time(period.get("end")),
+                created=_parse_time(item.get("created")),
+            )
+        )
+    return views
+
+
+def plan_specs(raw: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, PlanSpec]:
+    plans = {}
+    for name, specs in raw.items():
+        for spec in specs:
+            try:
+                plans[name] = PlanSpec.model_validate(spec)
+            except ValidationError as error:
+                raise InvalidSpec(
+                    f"Plan {name} is invalid ({spec_error(error)}); fix the Plan.",
+                    reason="InvalidPlan",
+                ) from error
+    return plans
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+def payment_condition(state: SubscriptionState) -> tuple[str, ConditionStatus, str, str]:
+    if state in (SubscriptionState.PAST_DUE, SubscriptionState.UNPAID):
+        return condition(PAYMENT_CURRENT, False, "PaymentFailed", f"Subscription is {state.value}.")
+    if state == SubscriptionState.CANCELED:
+        return condition(PAYMENT_CURRENT, False, "Canceled", "Subscription is canceled.")
+    if state == SubscriptionState.TRIALING:
+        return condition(PAYMENT_CURRENT, True, "Trialing", "In trial; no payment due yet.")
+    return condition(PAYMENT_CURRENT, True, "Paid", f"Subscription is {state.value}.")
+
+
+async def reconcile(
+    ctx: Context,
+    body: kopf.Body,
+    subscriptions: Iterable[Mapping[str, Any]],
+    plans: Mapping[str, Iterable[Mapping[str, Any]]],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> dict[str, Any]:
+    """Bring one Tenant's namespace, license and release in line; return its new status."""
+    now = utcnow()
+    name, namespace = body.metadata.name, body.metadata.namespace
+    assert name and namespace
+    generation = body.metadata.get("generation")
+    prior = _prior_status(body)
+    observed: Observed = []
+    status: dict[str, Any] = {}
+    settings = ctx.settings
+    try:
+        try:
+            spec = TenantSpec.model_validate(dict(body.spec))
+        except ValidationError as error:
+            raise InvalidSpec(spec_error(error)) from error
+        subscription = select_subscription(name, namespace, subscription_views(subscriptions))
+        plan_by_name = plan_specs(plans)
+        desired = desired_state(
+            tenant_id=body.metadata.uid or name,
+            tenant_name=name,
+            tenant_namespace_prefix=settings.namespace_prefix,
+            spec=spec,
+            subscription=subscription,
+            plans=plan_by_name,
+            chart=ctx.chart,
+            license_secret=settings.license_secret,
+        )
+        status["plan"] = desired.plan_name
+        status["namespace"] = desired.namespace
+        observed.append(
+            payment_condition(effective_state(subscription, plan_by_name[desired.plan_name]))
+        )
+
+        await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
+        if prior.namespace != desired.namespace:
+            kopf.info(body, reason="NamespaceReady", message=f"Namespace {desired.namespace} is ready")
+        observed.append(condition(NAMESPACE_READY, True, "Created", f"Namespace {desired.namespace}."))
+
+        existing = await ctx.cluster.read_license(desired.namespace, settings.license_secret)
+        due = license_due(existing, desired.terms, now, settings.license_renew_before)
+        if due:
+            token, issued = licensing.sign(
+                ctx.keyring,
+                desired.terms,
+                now=now,
+                ttl=settings.license_ttl,
+                issuer=settings.license_issuer,
+                audience=settings.license_audience,
+            )
+            await ctx.cluster.write_license(
+                desired.namespace,
+                settings.license_secret,
+                token,
+                ctx.keyring.public_keys().to_jwks(),
+                issued,
+                name,
+            )
+            message = (
+                f"{due} license {issued.license_id} for plan {issued.plan} in Secret "
+                f"{desired.namespace}/{settings.license_secret}, expiring {issued.expires_at:%Y-%m-%d}"
+            )
+            logger.info(message)
+            kopf.info(body, reason=f"License{due}", message=message)
+            existing = issued
+        assert existing is not None
+        status["license"] = LicenseSummary(
+            id=existing.license_id,
+            plan=existing.plan,
+            issued_at=existing.issued_at,
+            expires_at=existing.expires_at,
+            secret_name=settings.license_secret,
+        ).to_wire()
+        observed.append(
+            condition(LICENSE_ISSUED, True, "Signed", f"License {existing.license_id} is in force.")
+        )
+
+        release = await ctx.releases.ensure(settings.release_name, desired.namespace, desired.values)
+        status["release"] = release.to_wire()
+        if prior.release is None or prior.release.revision != release.revision:
+            message = (
+                f"Deployed release {desired.namespace}/{release.name} revision {release.revision}"
+                f"{' (suspended)' if desired.suspended else ''}"
+            )
+            logger.info(message)
+            kopf.info(body, reason="ReleaseDeployed", message=message)
+        deployed = release.status == "deployed"
+        observed.append(
+            condition(
+                RELEASE_DEPLOYED,
+                deployed,
+                "Suspended" if desired.suspended else ("Deployed" if deployed else "NotDeployed"),
+                f"Release {release.name} revision {release.revision} is {release.status}"
+                f"{', scaled to zero' if desired.suspended else ''}.",
+            )
+        )
+        observed.append(
+            condition(READY, deployed, "Suspended" if desired.suspended else "Provisioned",
+                      "Instance is suspended." if desired.suspended else "Instance is provisioned.")
+        )  # fmt: skip
+    except NotReady as problem:
+        observed.append(condition(READY, False, problem.reason, problem.message))
+        _note_problem(body, prior, problem.reason, problem.message, logger)
+    except InvalidSpec as problem:
+        observed.append(condition(READY, False, problem.reason, problem.message))
+        _note_problem(body, prior, problem.reason, problem.message, logger, warning=True)
+    status["conditions"] = [
+        c.to_wire() for c in merge_conditions(prior.conditions, observed, generation, now)
+    ]
+    status["observedGeneration"] = generation
+    return status
+
+
+def _prior_status(body: kopf.Body) -> TenantStatus:
+    raw = {k: v for k, v in dict(body.status).items() if k != "kopf"}
+    try:
+        return TenantStatus.model_validate(raw)
+    except ValidationError:
+        return TenantStatus()
+
+
+def _note_problem(
+    body: kopf.Body,
+    prior: TenantStatus,
+    reason: str,
+    message: str,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    warning: bool = False,
+) -> None:
+    """Log and record an Event once per new problem, not on every timer tick."""
+    ready = next((c for c in prior.conditions if c.type == READY), None)
+    if ready is not None and ready.reason == reason and ready.message == message:
+        return
+    (logger.warning if warning else logger.info)(message)
+    (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+
+
+async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
+    """Uninstall the release and delete the namespace; done when the namespace is gone."""
+    name, namespace = body.metadata.name, body.metadata.namespace
+    assert name and namespace
+    try:
+        spec = TenantSpec.model_validate(dict(body.spec))
+        target = tenant_namespace(name, spec, ctx.settings.namespace_prefix)
+    except ValidationError:
+        target = body.status.get("namespace")
+    target = body.status.get("namespace") or target
+    if not target:
+        return
+    phase = await ctx.cluster.namespace_phase(target)
+    if phase == "Active":
+        if await ctx.releases.uninstall(ctx.settings.release_name, target):
+            logger.info(f"Uninstalled release {target}/{ctx.settings.release_name}")
+            kopf.info(body, reason="ReleaseUninstalled", message=f"Uninstalled {target}/instance")
+    if phase is not None and await ctx.cluster.delete_namespace(target, namespace, name):
+        # Held until the namespace is gone, so a Tenant re-created under the
+        # same name never meets the old one's leftovers.
+        raise kopf.TemporaryError(f"Waiting for namespace {target} to be deleted", delay=2)
+
+
+def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float) -> None:
+    """Register the Tenant handlers. `ctx_of(memo)` returns the operator's Context."""
+    tenants = (GROUP, VERSION, TenantKind.plural)
+
+    @kopf.index(GROUP, VERSION, SubscriptionKind.plural, registry=registry)
+    def subscriptions_by_tenant(
+        namespace: str, name: str, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        tenant = (body.spec.get("tenantRef") or {}).get("name", "")
+        return {
+            (namespace, tenant): {
+                "name": name,
+                "spec": copy.deepcopy(dict(body.spec)),
+                "status": copy.deepcopy(dict(body.status)),
+                "created": body.metadata.get("creationTimestamp"),
+            }
+        }
+
+    @kopf.index(GROUP, VERSION, PlanKind.plural, registry=registry)
+    def plans_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+        return {name: copy.deepcopy(dict(body.spec))}
+
+    async def run(
+        body: kopf.Body,
+        memo: kopf.Memo,
+        patch: kopf.Patch,
+        logger: Any,
+        subscriptions_by_tenant: kopf.Index[tuple[str, str], dict[str, Any]],
+        plans_by_name: kopf.Index[str, dict[str, Any]],
+    ) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return
+        if body.spec.get("paused"):
+            return
+        ctx = ctx_of(memo)
+        key = (body.metadata.namespace, body.metadata.name)
+        async with ctx.lock(key):
+            status = await reconcile(
+                ctx,
+                body,
+                subscriptions_by_tenant.get(key, []),
+                {name: list(plans_by_name.get(name, [])) for name in plans_by_name},
+                logger,
+            )
+        patch.status.update(status)
+
+    @kopf.on.resume(*tenants, id="reconcile", registry=registry)
+    @kopf.on.create(*tenants, id="reconcile", registry=registry)
+    @kopf.on.update(*tenants, id="reconcile", registry=registry)
+    async def reconcile_tenant(
+        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
+    ) -> None:
+        await run(body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"])
+
+    @kopf.timer(*tenants, id="repair", interval=drift_interval, initial_delay=drift_interval,
+                registry=registry)  # fmt: skip
+    async def repair_tenant(
+        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
+    ) -> None:
+        await run(body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"])
+
+    @kopf.on.delete(*tenants, id="finalize", registry=registry)
+    async def delete_tenant(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        ctx = ctx_of(memo)
+        async with ctx.lock((body.metadata.namespace, body.metadata.name)):
+            await finalize(ctx, body, logger)
+
+    @kopf.on.event(GROUP, VERSION, SubscriptionKind.plural, registry=registry)
+    async def subscription_changed(
+        type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
+        # `type` is None for the initial listing: Tenants resume by themselves.
+        if type is None:
+            return
+        tenant = (body.spec.get("tenantRef") or {}).get("name")
+        if tenant and body.metadata.namespace:
+            cause = f"Subscription/{body.metadata.name}@{body.metadata.get('resourceVersion')}"
+            await ctx_of(memo).cluster.nudge_tenant(body.metadata.namespace, tenant, cause)
+
+    @kopf.on.event(GROUP, VERSION, PlanKind.plural, registry=registry)
+    async def plan_changed(
+        type: str | None,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        subscriptions_by_tenant: kopf.Index[tuple[str, str], dict[str, Any]],
+        **_: Any,
+    ) -> None:
+        if type is None:
+            return
+        cause = f"Plan/{body.metadata.name}@{body.metadata.get('resourceVersion')}"
+        nudges = [
+            ctx_of(memo).cluster.nudge_tenant(namespace, tenant, cause)
+            for (namespace, tenant), subscriptions in subscriptions_by_tenant.items()
+            if any(
+                (s["spec"].get("planRef") or {}).get("name") == body.metadata.name
+                for s in subscriptions
+            )
+        ]
+        await asyncio.gather(*nudges)
