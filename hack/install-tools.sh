@@ -32,16 +32,16 @@ build() {
 	mv -f "$out.tmp.$$" "$out"
 }
 
-# install NAME VERSION MODULE_PATH: go install of a module without replace directives.
+# install NAME VERSION MODULE_PATH [LDFLAGS]: go install of a module without replace directives.
 install() {
-	local name=$1 version=$2 module=$3
+	local name=$1 version=$2 module=$3 ldflags=${4:-}
 	local out="$tools_dir/$name-$version/$name"
 	[ -x "$out" ] && return 0
 	need_go
 	local gobin
 	gobin=$(mktemp -d)
 	echo "install-tools: installing $name $version (cached in $(dirname "$out"))" >&2
-	GOBIN=$gobin go install -trimpath -ldflags "-s -w" "$module@$version"
+	GOBIN=$gobin go install -trimpath -ldflags "-s -w $ldflags" "$module@$version"
 	mkdir -p "$(dirname "$out")"
 	mv -f "$gobin/$name" "$out"
 	rm -rf "$gobin"
@@ -60,7 +60,10 @@ all|kube)
 	build kube-controller-manager "$KUBE_VERSION" "$here/tools/kube" ./kube-controller-manager "$kube_ldflags"
 	;;&
 all|helm)
-	install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+	# Without the version stamp helm reports "v3.19", which is no SemVer
+	# (pyhelm3 parses it).
+	install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+		"-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 	;;&
 all|stripe-mock)
 	install stripe-mock "$STRIPE_MOCK_VERSION" github.com/stripe/stripe-mock

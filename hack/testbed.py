@@ -8,7 +8,7 @@ ports. The pytest fixtures and `make cluster-up` / `make dev` both use it.
 
     python hack/testbed.py up [--state DIR]     # control plane, in the background
     python hack/testbed.py down [--state DIR]
-    python hack/testbed.py env [--state DIR]    # shell exports for what is running
+    python hack/testbed.py status [--state DIR]
 """
 
 from __future__ import annotations
@@ -67,11 +67,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check, what: str, timeout: float, process: subprocess.Popen[bytes] | None, log: Path):
+def wait_until(
+    check, what: str, timeout: float, process: subprocess.Popen[bytes] | None, log: Path
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise TestbedError(f"{what} exited with {process.returncode}; last log lines:\n{tail(log)}")
+            raise TestbedError(
+                f"{what} exited with {process.returncode}; last log lines:\n{tail(log)}"
+            )
         try:
             if check():
                 return
@@ -238,7 +242,10 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "tenantry", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}
+                {
+                    "name": "tenantry",
+                    "cluster": {"server": self.url, "insecure-skip-tls-verify": True},
+                }
             ],
             "users": [{"name": "admin", "user": {"token": self.token}}],
             "contexts": [
@@ -313,10 +320,13 @@ class Postgres:
 
     def _accepts(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return subprocess.run(
-                [_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                capture_output=True,
-            ).returncode == 0
+            return (
+                subprocess.run(
+                    [_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                    capture_output=True,
+                ).returncode
+                == 0
+            )
 
     def stop(self) -> None:
         if self.service:
@@ -334,7 +344,11 @@ def _chown_tree(path: Path, owner: str | None) -> None:
 
 
 def _as_user(owner: str | None, argv: list[str]) -> list[str]:
-    return ["setpriv", f"--reuid={owner}", f"--regid={owner}", "--clear-groups", *argv] if owner else argv
+    return (
+        ["setpriv", f"--reuid={owner}", f"--regid={owner}", "--clear-groups", *argv]
+        if owner
+        else argv
+    )
 
 
 def _run_as(owner: str | None, argv: list[str], check: bool = True) -> None:
@@ -434,7 +448,9 @@ def _running(state: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--state", type=Path, default=REPO / ".tenantry" / "cluster")
     args = parser.parse_args(argv)
@@ -449,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status" or _running(state):
         running = _running(state)
-        print(f"Control plane {'is running' if running else 'is not running'}; kubeconfig: {kubeconfig}")
+        state_word = "is running" if running else "is not running"
+        print(f"Control plane {state_word}; kubeconfig: {kubeconfig}")
         return 0 if running else 1
     _stop_pids(state)
     shutil.rmtree(state, ignore_errors=True)
@@ -462,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shutil.copy(plane.kubeconfig, kubeconfig)
     print(f"Control plane is up at {plane.url}; kubeconfig: {kubeconfig}")
-    print(f"Try: kubectl --kubeconfig {kubeconfig.relative_to(Path.cwd()) if kubeconfig.is_relative_to(Path.cwd()) else kubeconfig} get namespaces")
+    shown = kubeconfig.relative_to(Path.cwd()) if kubeconfig.is_relative_to(Path.cwd()) else kubeconfig
+    print(f"Try: kubectl --kubeconfig {shown} get namespaces")
     return 0
 
 

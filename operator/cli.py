@@ -12,7 +12,12 @@ def _operator(args: argparse.Namespace) -> int:
     from tenantry.operator.main import run
     from tenantry.operator.settings import OperatorSettings
 
-    run(OperatorSettings(), standalone=args.standalone, priority=args.priority, liveness=args.liveness)
+    run(
+        OperatorSettings(),
+        standalone=args.standalone,
+        priority=args.priority,
+        liveness=args.liveness,
+    )
     return 0
 
 
@@ -22,7 +27,9 @@ def _crds(args: argparse.Namespace) -> int:
     if args.check:
         stale = crds.stale(args.output)
         for path in stale:
-            print(f"{path} differs from the models: run `make crds` and commit it.", file=sys.stderr)
+            print(
+                f"{path} differs from the models: run `make crds` and commit it.", file=sys.stderr
+            )
         return 1 if stale else 0
     for path in crds.write_all(args.output):
         print(f"Wrote {path}")
@@ -55,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # One line per HTTP request drowns what the operator did.
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return int(args.func(args))
 
 

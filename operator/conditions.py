@@ -11,7 +11,11 @@ from tenantry.operator.resources import Condition, ConditionStatus
 def condition(
     type_: str, ok: bool | None, reason: str, message: str = ""
 ) -> tuple[str, ConditionStatus, str, str]:
-    status = {True: ConditionStatus.TRUE, False: ConditionStatus.FALSE, None: ConditionStatus.UNKNOWN}
+    status = {
+        True: ConditionStatus.TRUE,
+        False: ConditionStatus.FALSE,
+        None: ConditionStatus.UNKNOWN,
+    }
     return (type_, status[ok], reason, message)
 
 

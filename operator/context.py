@@ -21,7 +21,9 @@ class Context:
     releases: Releases
     chart: Chart
     keyring: lic.KeyRing
-    _locks: defaultdict[Any, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    _locks: defaultdict[Any, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
 
     def lock(self, key: Any) -> asyncio.Lock:
         """One reconcile at a time per object: timers run beside change handlers."""

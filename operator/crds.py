@@ -45,8 +45,9 @@ def structural_schema(schema: dict[str, Any]) -> dict[str, Any]:
             node["enum"] = [node.pop("const")]
         if node.get("additionalProperties") is False:
             del node["additionalProperties"]
-        if node.get("additionalProperties") is True or node.get("type") == "object" and not (
-            "properties" in node or "additionalProperties" in node
+        if node.get("additionalProperties") is True or (
+            node.get("type") == "object"
+            and not ("properties" in node or "additionalProperties" in node)
         ):
             node.pop("additionalProperties", None)
             node["x-kubernetes-preserve-unknown-fields"] = True
@@ -89,7 +90,7 @@ def crd_manifest(kind: type[Kind]) -> dict[str, Any]:
                 "listKind": f"{kind.kind}List",
                 "plural": kind.plural,
                 "singular": kind.kind.lower(),
-                "shortNames": kind.short_names,
+                "shortNames": list(kind.short_names),
                 "categories": ["tenantry"],
             },
             "versions": [
@@ -98,7 +99,7 @@ def crd_manifest(kind: type[Kind]) -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": kind.printer_columns,
+                    "additionalPrinterColumns": list(kind.printer_columns),
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

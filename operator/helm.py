@@ -43,7 +43,9 @@ class Releases:
                 timeout=self.timeout,
             )
         except helm_errors.FailedToRenderChartError as error:
-            raise InvalidSpec(f"spec.values: the chart cannot render them: {_stderr(error)}") from error
+            raise InvalidSpec(
+                f"spec.values: the chart cannot render them: {_stderr(error)}"
+            ) from error
         except helm_errors.Error as error:
             raise kopf.TemporaryError(f"helm failed: {_stderr(error)}", delay=5) from error
         return ReleaseSummary(
@@ -56,17 +58,25 @@ class Releases:
     async def uninstall(self, name: str, namespace: str) -> bool:
         """Uninstall the release; False when there was none."""
         try:
-            current = await self.client.get_current_revision(name, namespace=namespace)
+            await self.client.get_current_revision(name, namespace=namespace)
         except helm_errors.ReleaseNotFoundError:
             return False
         try:
-            await current.release.uninstall(wait=False, timeout=self.timeout)
+            await self.client.uninstall_release(
+                name, namespace=namespace, wait=False, timeout=self.timeout
+            )
         except helm_errors.ReleaseNotFoundError:
             return False
         except helm_errors.Error as error:
-            raise kopf.TemporaryError(f"helm uninstall failed: {_stderr(error)}", delay=5) from error
+            raise kopf.TemporaryError(
+                f"helm uninstall failed: {_stderr(error)}", delay=5
+            ) from error
         return True
 
 
 def _stderr(error: helm_errors.Error) -> str:
-    return error.stderr.decode(errors="replace").strip().splitlines()[-1] if error.stderr else str(error)
+    return (
+        error.stderr.decode(errors="replace").strip().splitlines()[-1]
+        if error.stderr
+        else str(error)
+    )

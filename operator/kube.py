@@ -62,9 +62,7 @@ class Cluster:
             owner = (labels.get(TENANT_NAMESPACE_LABEL), labels.get(TENANT_LABEL))
             if owner != (tenant_namespace, tenant_name):
                 whose = (
-                    f"Tenant {owner[0]}/{owner[1]}"
-                    if owner[1]
-                    else "something other than Tenantry"
+                    f"Tenant {owner[0]}/{owner[1]}" if owner[1] else "something other than Tenantry"
                 )
                 raise InvalidSpec(
                     f"spec.namespace: namespace {name} already exists and belongs to {whose}; "

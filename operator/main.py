@@ -35,7 +35,10 @@ async def load_or_create_keyring(cluster: Cluster, settings: OperatorSettings) -
     if data is None:
         ring = lic.KeyRing.create(dt.datetime.now(dt.UTC), settings.signing_algorithm)
         created = await cluster.create_secret(
-            settings.namespace, settings.signing_key_secret, ring.to_secret_data(), SIGNING_KEYS_LABEL
+            settings.namespace,
+            settings.signing_key_secret,
+            ring.to_secret_data(),
+            SIGNING_KEYS_LABEL,
         )
         if created:
             log.info(
@@ -51,7 +54,7 @@ async def load_or_create_keyring(cluster: Cluster, settings: OperatorSettings) -
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="start", registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # Progress and diff-base in annotations: our status schema stays ours.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -74,7 +77,13 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             keyring=await load_or_create_keyring(cluster, config),
         )
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own has none of kopf's defaults: in a Pod the
+        # service account, elsewhere $KUBECONFIG (or ~/.kube/config).
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.cleanup(id="stop", registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
         if "context" in memo:
             await context_of(memo).cluster.client.close()

@@ -162,7 +162,11 @@ def effective_state(subscription: SubscriptionView, plan: PlanSpec) -> Subscript
 def trial_end(subscription: SubscriptionView, plan: PlanSpec) -> dt.datetime | None:
     if subscription.trial_end or subscription.created is None:
         return subscription.trial_end
-    days = subscription.spec.trial_days if subscription.spec.trial_days is not None else plan.trial_days
+    days = (
+        subscription.spec.trial_days
+        if subscription.spec.trial_days is not None
+        else plan.trial_days
+    )
     return subscription.created + dt.timedelta(days=days) if days else None
 
 
@@ -224,7 +228,7 @@ class Chart:
     @cached_property
     def _validator(self) -> jsonschema.protocols.Validator:
         validator_class = jsonschema.validators.validator_for(self.schema)
-        return validator_class(self.schema)  # type: ignore[no-any-return]
+        return validator_class(self.schema)
 
     def validate(self, values: Mapping[str, Any]) -> None:
         """Raise InvalidSpec naming the first offending field of `spec.values`."""
@@ -264,7 +268,9 @@ def helm_values(
         "tenant": {"name": tenant_name, "displayName": spec.display_name},
         "license": {
             "secretName": license_secret,
-            "mountPath": chart.defaults.get("license", {}).get("mountPath", "/etc/tenantry/license"),
+            "mountPath": chart.defaults.get("license", {}).get(
+                "mountPath", "/etc/tenantry/license"
+            ),
         },
         "suspended": suspended,
     }

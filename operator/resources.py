@@ -316,10 +316,14 @@ class SubscriptionStatus(Model):
 # ------------------------------------------------------------------- ApiKey
 
 
+Scope = Literal["usage:write", "license:read", "quota:consume"]
+ALL_SCOPES: tuple[Scope, ...] = ("usage:write", "license:read", "quota:consume")
+
+
 class ApiKeySpec(Model):
     tenant_ref: ResourceRef = Field(description="Tenant in this namespace the key acts for.")
-    scopes: list[Literal["usage:write", "license:read", "quota:consume"]] = Field(
-        default_factory=lambda: ["usage:write", "license:read", "quota:consume"],
+    scopes: list[Scope] = Field(
+        default_factory=lambda: list(ALL_SCOPES),
         description="What the key may do.",
     )
     expires_at: dt.datetime | None = Field(default=None, description="Stops working after this.")
@@ -347,15 +351,15 @@ class Kind:
 
     kind: ClassVar[str]
     plural: ClassVar[str]
-    short_names: ClassVar[list[str]]
+    short_names: ClassVar[tuple[str, ...]]
     scope: ClassVar[Literal["Namespaced", "Cluster"]]
     spec: ClassVar[type[Model]]
     status: ClassVar[type[Model]]
-    printer_columns: ClassVar[list[dict[str, str]]]
+    printer_columns: ClassVar[tuple[dict[str, str], ...]]
 
 
-def _ready_columns() -> list[dict[str, str]]:
-    return [
+def _ready_columns() -> tuple[dict[str, str], ...]:
+    return (
         {
             "name": "Ready",
             "type": "string",
@@ -367,70 +371,70 @@ def _ready_columns() -> list[dict[str, str]]:
             "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
+    )
 
 
 class PlanKind(Kind):
     kind = "Plan"
     plural = "plans"
-    short_names = ["pl"]
+    short_names = ("pl",)
     scope = "Cluster"
     spec = PlanSpec
     status = PlanStatus
-    printer_columns = [
+    printer_columns = (
         {"name": "Display", "type": "string", "jsonPath": ".spec.displayName"},
         {"name": "Amount", "type": "integer", "jsonPath": ".spec.price.amount"},
         {"name": "Currency", "type": "string", "jsonPath": ".spec.price.currency"},
         {"name": "Interval", "type": "string", "jsonPath": ".spec.price.interval"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
+    )
 
 
 class TenantKind(Kind):
     kind = "Tenant"
     plural = "tenants"
-    short_names = ["tn"]
+    short_names = ("tn",)
     scope = "Namespaced"
     spec = TenantSpec
     status = TenantStatus
-    printer_columns = [
+    printer_columns = (
         {"name": "Plan", "type": "string", "jsonPath": ".status.plan"},
         {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
         {"name": "Revision", "type": "integer", "jsonPath": ".status.release.revision"},
         {"name": "License-Expires", "type": "date", "jsonPath": ".status.license.expiresAt"},
         *_ready_columns(),
-    ]
+    )
 
 
 class SubscriptionKind(Kind):
     kind = "Subscription"
     plural = "subscriptions"
-    short_names = ["sub"]
+    short_names = ("sub",)
     scope = "Namespaced"
     spec = SubscriptionSpec
     status = SubscriptionStatus
-    printer_columns = [
+    printer_columns = (
         {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenantRef.name"},
         {"name": "Plan", "type": "string", "jsonPath": ".spec.planRef.name"},
         {"name": "State", "type": "string", "jsonPath": ".status.state"},
         {"name": "Period-End", "type": "date", "jsonPath": ".status.currentPeriod.end"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
+    )
 
 
 class ApiKeyKind(Kind):
     kind = "ApiKey"
     plural = "apikeys"
-    short_names = ["ak"]
+    short_names = ("ak",)
     scope = "Namespaced"
     spec = ApiKeySpec
     status = ApiKeyStatus
-    printer_columns = [
+    printer_columns = (
         {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenantRef.name"},
         {"name": "Prefix", "type": "string", "jsonPath": ".status.prefix"},
         {"name": "Revoked", "type": "boolean", "jsonPath": ".spec.revoked"},
         *_ready_columns(),
-    ]
+    )
 
 
 KINDS: list[type[Kind]] = [PlanKind, TenantKind, SubscriptionKind, ApiKeyKind]

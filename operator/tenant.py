@@ -128,7 +128,8 @@ async def reconcile(
     """Bring one Tenant's namespace, license and release in line; return its new status."""
     now = utcnow()
     name, namespace = body.metadata.name, body.metadata.namespace
-    assert name and namespace
+    assert name
+    assert namespace
     generation = body.metadata.get("generation")
     prior = _prior_status(body)
     observed: Observed = []
@@ -159,8 +160,12 @@ async def reconcile(
 
         await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
         if prior.namespace != desired.namespace:
-            kopf.info(body, reason="NamespaceReady", message=f"Namespace {desired.namespace} is ready")
-        observed.append(condition(NAMESPACE_READY, True, "Created", f"Namespace {desired.namespace}."))
+            kopf.info(
+                body, reason="NamespaceReady", message=f"Namespace {desired.namespace} is ready"
+            )
+        observed.append(
+            condition(NAMESPACE_READY, True, "Created", f"Namespace {desired.namespace}.")
+        )
 
         existing = await ctx.cluster.read_license(desired.namespace, settings.license_secret)
         due = license_due(existing, desired.terms, now, settings.license_renew_before)
@@ -183,7 +188,8 @@ async def reconcile(
             )
             message = (
                 f"{due} license {issued.license_id} for plan {issued.plan} in Secret "
-                f"{desired.namespace}/{settings.license_secret}, expiring {issued.expires_at:%Y-%m-%d}"
+                f"{desired.namespace}/{settings.license_secret}, "
+                f"expiring {issued.expires_at:%Y-%m-%d}"
             )
             logger.info(message)
             kopf.info(body, reason=f"License{due}", message=message)
@@ -200,7 +206,9 @@ async def reconcile(
             condition(LICENSE_ISSUED, True, "Signed", f"License {existing.license_id} is in force.")
         )
 
-        release = await ctx.releases.ensure(settings.release_name, desired.namespace, desired.values)
+        release = await ctx.releases.ensure(
+            settings.release_name, desired.namespace, desired.values
+        )
         status["release"] = release.to_wire()
         if prior.release is None or prior.release.revision != release.revision:
             message = (
@@ -263,20 +271,23 @@ def _note_problem(
 async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
     """Uninstall the release and delete the namespace; done when the namespace is gone."""
     name, namespace = body.metadata.name, body.metadata.namespace
-    assert name and namespace
-    try:
-        spec = TenantSpec.model_validate(dict(body.spec))
-        target = tenant_namespace(name, spec, ctx.settings.namespace_prefix)
-    except ValidationError:
-        target = body.status.get("namespace")
-    target = body.status.get("namespace") or target
+    assert name
+    assert namespace
+    # The namespace status recorded wins: the spec may have changed since.
+    target: str | None = body.status.get("namespace")
     if not target:
-        return
+        try:
+            spec = TenantSpec.model_validate(dict(body.spec))
+        except ValidationError:
+            return  # never valid, so never provisioned
+        target = tenant_namespace(name, spec, ctx.settings.namespace_prefix)
     phase = await ctx.cluster.namespace_phase(target)
-    if phase == "Active":
-        if await ctx.releases.uninstall(ctx.settings.release_name, target):
-            logger.info(f"Uninstalled release {target}/{ctx.settings.release_name}")
-            kopf.info(body, reason="ReleaseUninstalled", message=f"Uninstalled {target}/instance")
+    release = ctx.settings.release_name
+    if phase == "Active" and await ctx.releases.uninstall(release, target):
+        logger.info(f"Uninstalled release {target}/{release}")
+        kopf.info(
+            body, reason="ReleaseUninstalled", message=f"Uninstalled release {target}/{release}"
+        )
     if phase is not None and await ctx.cluster.delete_namespace(target, namespace, name):
         # Held until the namespace is gone, so a Tenant re-created under the
         # same name never meets the old one's leftovers.
@@ -287,10 +298,12 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
     """Register the Tenant handlers. `ctx_of(memo)` returns the operator's Context."""
     tenants = (GROUP, VERSION, TenantKind.plural)
 
-    @kopf.index(GROUP, VERSION, SubscriptionKind.plural, registry=registry)
+    @kopf.index(
+        GROUP, VERSION, SubscriptionKind.plural, id="subscriptions_by_tenant", registry=registry
+    )
     def subscriptions_by_tenant(
-        namespace: str, name: str, body: kopf.Body, **_: Any
-    ) -> dict[tuple[str, str], dict[str, Any]]:
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str | None, str], dict[str, Any]]:
         tenant = (body.spec.get("tenantRef") or {}).get("name", "")
         return {
             (namespace, tenant): {
@@ -301,7 +314,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
             }
         }
 
-    @kopf.index(GROUP, VERSION, PlanKind.plural, registry=registry)
+    @kopf.index(GROUP, VERSION, PlanKind.plural, id="plans_by_name", registry=registry)
     def plans_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: copy.deepcopy(dict(body.spec))}
 
@@ -310,15 +323,14 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         memo: kopf.Memo,
         patch: kopf.Patch,
         logger: Any,
-        subscriptions_by_tenant: kopf.Index[tuple[str, str], dict[str, Any]],
+        subscriptions_by_tenant: kopf.Index[tuple[str | None, str], dict[str, Any]],
         plans_by_name: kopf.Index[str, dict[str, Any]],
     ) -> None:
-        if body.metadata.get("deletionTimestamp"):
-            return
-        if body.spec.get("paused"):
+        # Paused Tenants are left exactly as they are; deleted ones are finalized.
+        if body.metadata.get("deletionTimestamp") or body.spec.get("paused"):
             return
         ctx = ctx_of(memo)
-        key = (body.metadata.namespace, body.metadata.name)
+        key = (body.metadata.namespace, body.metadata.name or "")
         async with ctx.lock(key):
             status = await reconcile(
                 ctx,
@@ -335,14 +347,18 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
     async def reconcile_tenant(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
     ) -> None:
-        await run(body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"])
+        await run(
+            body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"]
+        )
 
     @kopf.timer(*tenants, id="repair", interval=drift_interval, initial_delay=drift_interval,
                 registry=registry)  # fmt: skip
     async def repair_tenant(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
     ) -> None:
-        await run(body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"])
+        await run(
+            body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"]
+        )
 
     @kopf.on.delete(*tenants, id="finalize", registry=registry)
     async def delete_tenant(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
@@ -350,28 +366,23 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         async with ctx.lock((body.metadata.namespace, body.metadata.name)):
             await finalize(ctx, body, logger)
 
-    @kopf.on.event(GROUP, VERSION, SubscriptionKind.plural, registry=registry)
-    async def subscription_changed(
-        type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
-    ) -> None:
+    @kopf.on.event(GROUP, VERSION, SubscriptionKind.plural, id="nudge", registry=registry)
+    async def subscription_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # `type` is None for the initial listing: Tenants resume by themselves.
-        if type is None:
+        if not type:
             return
         tenant = (body.spec.get("tenantRef") or {}).get("name")
         if tenant and body.metadata.namespace:
             cause = f"Subscription/{body.metadata.name}@{body.metadata.get('resourceVersion')}"
             await ctx_of(memo).cluster.nudge_tenant(body.metadata.namespace, tenant, cause)
 
-    @kopf.on.event(GROUP, VERSION, PlanKind.plural, registry=registry)
-    async def plan_changed(
-        type: str | None,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        subscriptions_by_tenant: kopf.Index[tuple[str, str], dict[str, Any]],
-        **_: Any,
-    ) -> None:
-        if type is None:
+    @kopf.on.event(GROUP, VERSION, PlanKind.plural, id="nudge", registry=registry)
+    async def plan_changed(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        if not type:
             return
+        subscriptions_by_tenant: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs[
+            "subscriptions_by_tenant"
+        ]
         cause = f"Plan/{body.metadata.name}@{body.metadata.get('resourceVersion')}"
         nudges = [
             ctx_of(memo).cluster.nudge_tenant(namespace, tenant, cause)

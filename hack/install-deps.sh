@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test bed runs (PostgreSQL, Redis) when they
+# are missing. Does nothing when they are there; says what to do when not root.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v setpriv >/dev/null || missing+=(util-linux)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing ${missing[*]}; install them (sudo apt-get install ${missing[*]}) and re-run." >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The packages start system services on the default ports; the test bed
+# starts its own servers and needs none of them.
+for service in redis-server postgresql; do
+	service "$service" stop >/dev/null 2>&1 || true
+done

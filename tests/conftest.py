@@ -1,0 +1,57 @@
+"""Session fixtures: real servers, started here, never skipped.
+
+The control plane is the local one from hack/testbed.py unless
+TENANTRY_TEST_KUBECONFIG points at another real cluster (kind, k3d).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import DRIFT_INTERVAL, REPO, Kube, OperatorProcess
+from testbed import ControlPlane, ensure_tools
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, Path]:
+    return ensure_tools("etcd", "kube-apiserver", "kube-controller-manager", "helm", "stripe-mock")
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory, tools: dict[str, Path]) -> Iterator[Kube]:
+    external = os.environ.get("TENANTRY_TEST_KUBECONFIG")
+    plane = None
+    if external:
+        kubeconfig = Path(external)
+    else:
+        plane = ControlPlane(tmp_path_factory.mktemp("control-plane")).start()
+        kubeconfig = plane.kubeconfig
+    cluster = Kube(kubeconfig=kubeconfig, helm_binary=tools["helm"])
+    cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for", "condition=Established", "crd", "-l", "", "--all",
+                    "--timeout=60s")  # fmt: skip
+    try:
+        yield cluster
+    finally:
+        if plane:
+            plane.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        kube,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        {
+            "TENANTRY_OPERATOR_HELM": str(kube.helm_binary),
+            "TENANTRY_OPERATOR_DRIFT_INTERVAL": str(DRIFT_INTERVAL),
+        },
+    )
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()

@@ -1,0 +1,138 @@
+"""Helpers for tests that drive a real cluster the way a user does: kubectl and helm."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+DRIFT_INTERVAL = 3.0
+"""Seconds between the operator's drift repairs in the tests."""
+
+
+def wait_for(check: Callable[[], T], what: str, timeout: float = 30, interval: float = 0.2) -> T:
+    """Poll until `check` returns something truthy; fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
+
+
+@dataclass
+class Kube:
+    kubeconfig: Path
+    helm_binary: Path
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            input=input, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        args = ["get", kind, name, "-o", "json", "--ignore-not-found"]
+        if namespace:
+            args += ["-n", namespace]
+        out = self.kubectl(*args)
+        return json.loads(out) if out.strip() else None
+
+    def delete(
+        self, kind: str, name: str, namespace: str | None = None, wait: bool = False
+    ) -> None:
+        args = ["delete", kind, name, "--ignore-not-found", f"--wait={str(wait).lower()}"]
+        if namespace:
+            args += ["-n", namespace]
+        self.kubectl(*args)
+
+    def helm(self, *args: str) -> str:
+        result = subprocess.run(
+            [str(self.helm_binary), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def releases(self, namespace: str) -> list[dict[str, Any]]:
+        return json.loads(self.helm("list", "-n", namespace, "-o", "json") or "[]")  # type: ignore[no-any-return]
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            return item  # type: ignore[no-any-return]
+    return None
+
+
+def is_ready(obj: dict[str, Any] | None) -> bool:
+    ready = condition(obj, "Ready")
+    return bool(ready and ready["status"] == "True")
+
+
+class OperatorProcess:
+    """`tenantry operator` as a user runs it, in a subprocess with its own log."""
+
+    def __init__(self, kube: Kube, log: Path, env: dict[str, str]) -> None:
+        self.kube = kube
+        self.log = log
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        from testbed import free_port
+
+        self.port = free_port()
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(REPO / ".venv" / "bin" / "tenantry"), "operator", "--standalone",
+                 "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), **self.env},
+            )  # fmt: skip
+        wait_for(self._alive, "the operator's liveness endpoint", timeout=60)
+
+    def _alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"operator exited:\n{self.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
