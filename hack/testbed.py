@@ -479,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shutil.copy(plane.kubeconfig, kubeconfig)
     print(f"Control plane is up at {plane.url}; kubeconfig: {kubeconfig}")
-    shown = kubeconfig.relative_to(Path.cwd()) if kubeconfig.is_relative_to(Path.cwd()) else kubeconfig
+    cwd = Path.cwd()
+    shown = kubeconfig.relative_to(cwd) if kubeconfig.is_relative_to(cwd) else kubeconfig
     print(f"Try: kubectl --kubeconfig {shown} get namespaces")
     return 0
 
