@@ -10,7 +10,7 @@ STATE := .tenantry
 KUBECONFIG_PATH := $(STATE)/kubeconfig
 # The editable install is a link tree (mypy can read it): refresh it whenever
 # the set of source files or the project metadata changes.
-SOURCES_HASH := $(shell { cat pyproject.toml; find operator api license -name '*.py' 2>/dev/null | sort; } | sha1sum | cut -c1-12)
+SOURCES_HASH := $(shell { cat pyproject.toml; find operator api license \( -name '*.py' -o -name py.typed -o -name '*.sql' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
 INSTALLED := $(VENV)/.installed-$(SOURCES_HASH)
 
 .PHONY: help deps venv tools crds lint test test-unit cluster-up cluster-down dev e2e-kind bench clean

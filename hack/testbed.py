@@ -17,12 +17,14 @@ import argparse
 import base64
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -283,24 +285,32 @@ class Postgres:
     state: Path
     port: int = 0
     service: Service | None = None
+    root: Path | None = None
 
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://tenantry@127.0.0.1:{self.port}/tenantry"
 
     def start(self, timeout: float = 30) -> Postgres:
-        data = self.state / "pgdata"
-        self.state.mkdir(parents=True, exist_ok=True)
         owner = _unprivileged_owner()
+        if owner is not None and self.root is None:
+            # The server runs as `nobody`, who cannot reach into root's private
+            # temporary directories: it gets a directory of its own in /tmp.
+            self.root = Path(tempfile.mkdtemp(prefix="tenantry-postgres-"))
+            (self.root / "state-dir").write_text(str(self.state))
+        root = self.root or self.state
+        data = root / "pgdata"
+        root.mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
-            _chown_tree(self.state, owner)
+            _chown_tree(root, owner)
             _run_as(owner, [_postgres_bin("initdb"), "-D", str(data), "-U", "tenantry",
                             "--auth=trust", "--no-sync", "-E", "UTF8"])  # fmt: skip
         self.port = free_port()
-        socket_dir = self.state / "sockets"
+        socket_dir = root / "sockets"
         socket_dir.mkdir(exist_ok=True)
-        _chown_tree(self.state, owner)
+        _chown_tree(root, owner)
         argv = [
             _postgres_bin("postgres"), "-D", str(data), "-p", str(self.port),
             "-h", "127.0.0.1", "-k", str(socket_dir),
@@ -309,8 +319,6 @@ class Postgres:
         ]  # fmt: skip
         self.service = spawn("postgres", _as_user(owner, argv), self.state)
         wait_until(self._accepts, "postgres", timeout, self.service.process, self.service.log)
-        _run_as(owner, [_postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                        "tenantry", "-d", "postgres", "-qc", "SELECT 1"], check=False)  # fmt: skip
         subprocess.run(
             [_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "tenantry",
              "tenantry"],
@@ -331,6 +339,9 @@ class Postgres:
     def stop(self) -> None:
         if self.service:
             self.service.stop()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
 
 
 def _unprivileged_owner() -> str | None:
@@ -344,11 +355,10 @@ def _chown_tree(path: Path, owner: str | None) -> None:
 
 
 def _as_user(owner: str | None, argv: list[str]) -> list[str]:
-    return (
-        ["setpriv", f"--reuid={owner}", f"--regid={owner}", "--clear-groups", *argv]
-        if owner
-        else argv
-    )
+    if owner is None:
+        return argv
+    user = pwd.getpwnam(owner)
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", *argv]
 
 
 def _run_as(owner: str | None, argv: list[str], check: bool = True) -> None:

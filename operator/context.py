@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from tenantry import license as lic
 from tenantry.operator.helm import Releases
 from tenantry.operator.kube import Cluster
@@ -21,6 +23,7 @@ class Context:
     releases: Releases
     chart: Chart
     keyring: lic.KeyRing
+    database: AsyncEngine | None = None
     _locks: defaultdict[Any, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )

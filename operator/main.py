@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 from pyhelm3 import Client as HelmClient
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tenantry import license as lic
 from tenantry.operator import tenant
@@ -75,6 +76,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             releases=Releases(helm, str(config.chart_path), config.helm_timeout),
             chart=Chart.load(config.chart_path),
             keyring=await load_or_create_keyring(cluster, config),
+            database=create_async_engine(config.database_url, pool_pre_ping=True)
+            if config.database_url
+            else None,
         )
 
     @kopf.on.login(id="login", registry=registry)
@@ -86,7 +90,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(id="stop", registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
         if "context" in memo:
-            await context_of(memo).cluster.client.close()
+            ctx = context_of(memo)
+            await ctx.cluster.client.close()
+            if ctx.database is not None:
+                await ctx.database.dispose()
 
     tenant.register(registry, context_of, config.drift_interval)
     return registry

@@ -42,3 +42,8 @@ class OperatorSettings(BaseSettings):
         default=60.0, gt=0, description="Seconds between drift repairs of each Tenant."
     )
     namespace_prefix: str = "tenant-"
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL (postgresql+psycopg://...) for API key hashes and license "
+        "history; the API service owns and migrates the schema.",
+    )

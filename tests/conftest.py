@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from support import DRIFT_INTERVAL, REPO, Kube, OperatorProcess
-from testbed import ControlPlane, ensure_tools
+from testbed import ControlPlane, Postgres, Redis, StripeMock, ensure_tools
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +55,35 @@ def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A real PostgreSQL server of the session's own; `.url` for SQLAlchemy (psycopg)."""
+    server = Postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A real Redis server; tests may stop and restart it (`.stop()`, `.start(port=...)`)."""
+    server = Redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_mock(
+    tmp_path_factory: pytest.TempPathFactory, tools: dict[str, Path]
+) -> Iterator[StripeMock]:
+    """Stripe's own stripe-mock; `.url` is its HTTP API base."""
+    server = StripeMock(tmp_path_factory.mktemp("stripe-mock"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
