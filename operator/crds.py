@@ -8,6 +8,7 @@ edited by hand (`make crds`, and CI fails when the committed files differ).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ def structural_schema(schema: dict[str, Any]) -> dict[str, Any]:
             node = {**convert(branches[0]), **node}
             if node.get("default", ...) is None:
                 del node["default"]
+        if "patternProperties" in node:
+            # Structural schemas have no patternProperties: the values' schema
+            # goes to additionalProperties, the key pattern to a CEL rule.
+            [(pattern, values)] = node.pop("patternProperties").items()
+            node.pop("propertyNames", None)
+            node["additionalProperties"] = values
+            node["maxProperties"] = 128  # bounds the rule's cost, as the API server requires
+            node["x-kubernetes-validations"] = [
+                {
+                    "rule": f"self.all(k, k.matches({json.dumps(pattern)}))",
+                    "message": f"keys must match {pattern} (e.g. ota_updates)",
+                }
+            ]
         if "const" in node:
             node["enum"] = [node.pop("const")]
         if node.get("additionalProperties") is False:

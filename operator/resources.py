@@ -182,10 +182,12 @@ class PlanSpec(Model):
     display_name: str = Field(min_length=1, description="Name shown to customers.")
     price: Price = Field(description="Recurring base price.")
     trial_days: int = Field(default=0, ge=0, le=730, description="Free trial length.")
-    features: dict[str, bool] = Field(
-        default_factory=dict, description="Feature flags granted, e.g. `otaUpdates: true`."
+    features: dict[MetricName, bool] = Field(
+        default_factory=dict,
+        description="Feature flags granted, e.g. `ota_updates: true` (snake_case, as instances "
+        "check them).",
     )
-    limits: dict[str, Annotated[int, Field(ge=UNLIMITED)]] = Field(
+    limits: dict[MetricName, Annotated[int, Field(ge=UNLIMITED)]] = Field(
         default_factory=dict, description="Limits per metric; -1 is unlimited."
     )
     metrics: list[Metric] = Field(
@@ -199,13 +201,16 @@ class PlanSpec(Model):
     )
     stripe: StripePlanIds = Field(default_factory=StripePlanIds, description="Stripe ids.")
 
-    @field_validator("limits")
+    @field_validator("limits", "features")
     @classmethod
-    def _limit_names(cls, limits: dict[str, int]) -> dict[str, int]:
-        for name in limits:
+    def _snake_case_names(cls, entries: dict[str, Any]) -> dict[str, Any]:
+        for name in entries:
             if not re.match(_METRIC, name):
-                raise ValueError(f"limit name {name!r} must match {_METRIC}")
-        return limits
+                raise ValueError(
+                    f"{name!r} is not a valid name: use lower case letters, digits and "
+                    "underscores, starting with a letter (e.g. ota_updates)"
+                )
+        return entries
 
 
 class PlanStatus(Model):

@@ -25,7 +25,7 @@ def plan(name: str, devices: int = 50, **spec: Any) -> dict[str, Any]:
         "spec": {
             "displayName": name.title(),
             "price": {"amount": 9900, "currency": "USD", "interval": "month"},
-            "features": {"otaUpdates": True, "dataExport": False},
+            "features": {"ota_updates": True, "data_export": False},
             "limits": {"devices": devices, "users": -1},
             **spec,
         },
@@ -129,7 +129,7 @@ def test_tenant_is_provisioned_with_a_verifiable_license_and_a_release(
     assert claims["tenant"]["name"] == names["tenant"]
     assert claims["plan"]["code"] == names["plan"]
     assert claims["limits"] == {"devices": 50, "users": -1}
-    assert claims["features"] == {"otaUpdates": True, "dataExport": False}
+    assert claims["features"] == {"ota_updates": True, "data_export": False}
     assert claims["subscription"]["status"] == "active"
     assert json.loads(decoded(secret, "jwks.json"))["keys"], "instance gets the public keys"
 
