@@ -25,23 +25,30 @@ class Releases:
             self._chart = await self.client.get_chart(self.chart_path)
         return self._chart
 
-    async def ensure(self, name: str, namespace: str, values: dict[str, Any]) -> ReleaseSummary:
+    async def ensure(
+        self, name: str, namespace: str, values: dict[str, Any], *, new_namespace: bool = False
+    ) -> ReleaseSummary:
         """Install or upgrade, only when the chart or the values differ from what is deployed.
 
-        Never waits for Pods: readiness of the workload is the instance's own
-        business, and a test bed without kubelets has none.
+        In a namespace created a moment ago there is no release to compare
+        with, so the status probe is skipped. Never waits for Pods: readiness
+        of the workload is the instance's own business, and a test bed
+        without kubelets has none.
         """
         chart = await self.chart()
+        options: dict[str, Any] = {
+            "namespace": namespace,
+            "create_namespace": False,
+            "wait": False,
+            "timeout": self.timeout,
+        }
         try:
-            revision = await self.client.ensure_release(
-                name,
-                chart,
-                values,
-                namespace=namespace,
-                create_namespace=False,
-                wait=False,
-                timeout=self.timeout,
-            )
+            if new_namespace:
+                revision = await self.client.install_or_upgrade_release(
+                    name, chart, values, **options
+                )
+            else:
+                revision = await self.client.ensure_release(name, chart, values, **options)
         except helm_errors.FailedToRenderChartError as error:
             raise InvalidSpec(
                 f"spec.values: the chart cannot render them: {_stderr(error)}"

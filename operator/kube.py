@@ -50,7 +50,8 @@ class Cluster:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
 
-    async def ensure_namespace(self, name: str, tenant_namespace: str, tenant_name: str) -> None:
+    async def ensure_namespace(self, name: str, tenant_namespace: str, tenant_name: str) -> bool:
+        """Create the tenant's namespace if missing; True when this call created it."""
         try:
             existing = await self.client.get(Namespace, name)
         except ApiError as error:
@@ -74,7 +75,7 @@ class Cluster:
                     "NamespaceTerminating",
                     f"Namespace {name} is still being deleted; it is re-created once it is gone.",
                 )
-            return
+            return False
         namespace = Namespace(
             metadata=ObjectMeta(
                 name=name,
@@ -89,6 +90,7 @@ class Cluster:
             await self.client.create(namespace, field_manager=FIELD_MANAGER)
         except ApiError as error:
             raise retry_later(error, f"Creating namespace {name}") from error
+        return True
 
     async def read_license(self, namespace: str, name: str) -> IssuedLicense | None:
         """What the license Secret's annotations say, or None when it is missing or unreadable."""

@@ -158,7 +158,7 @@ async def reconcile(
             payment_condition(effective_state(subscription, plan_by_name[desired.plan_name]))
         )
 
-        await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
+        new_namespace = await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
         if prior.namespace != desired.namespace:
             kopf.info(
                 body, reason="NamespaceReady", message=f"Namespace {desired.namespace} is ready"
@@ -207,7 +207,7 @@ async def reconcile(
         )
 
         release = await ctx.releases.ensure(
-            settings.release_name, desired.namespace, desired.values
+            settings.release_name, desired.namespace, desired.values, new_namespace=new_namespace
         )
         status["release"] = release.to_wire()
         if prior.release is None or prior.release.revision != release.revision:
