@@ -21,6 +21,42 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_rotate(args: argparse.Namespace) -> int:
+    import asyncio
+    import datetime as dt
+
+    from lightkube import AsyncClient
+
+    from tenantry.operator.keys import SigningKeys
+    from tenantry.operator.settings import OperatorSettings
+
+    settings = OperatorSettings()
+
+    async def rotate() -> tuple[str, list[str]]:
+        client = AsyncClient(field_manager="tenantry-cli")
+        try:
+            keys = SigningKeys(
+                client,
+                settings.namespace,
+                settings.signing_key_secret,
+                args.algorithm or settings.signing_algorithm,
+            )
+            return await keys.rotate(
+                dt.datetime.now(dt.UTC),
+                license_ttl=settings.license_ttl,
+                grace=settings.license_grace,
+            )
+        finally:
+            await client.close()
+
+    kid, dropped = asyncio.run(rotate())
+    print(f"New signing key {kid} in Secret {settings.namespace}/{settings.signing_key_secret}.")
+    print("Licenses signed before stay valid: their keys remain published until they expire.")
+    if dropped:
+        print(f"Dropped retired keys no live license needs: {', '.join(dropped)}")
+    return 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     from tenantry.operator import crds
 
@@ -51,12 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     operator.set_defaults(func=_operator)
 
+    keys = commands.add_parser("keys", help="Manage the license signing keys.")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = key_commands.add_parser(
+        "rotate", help="Make a new key the signer; keep old public keys while licenses need them."
+    )
+    rotate.add_argument(
+        "--algorithm", choices=["RS256", "EdDSA"], default=None, help="Default: the current one."
+    )
+    rotate.set_defaults(func=_keys_rotate)
+
     crds = commands.add_parser("crds", help="Render the CRDs from the models.")
     crds.add_argument("--output", type=Path, default=Path("crds"), help="Directory (default crds).")
     crds.add_argument(
         "--check", action="store_true", help="Fail if the files differ from the models."
     )
     crds.set_defaults(func=_crds)
+
+    from tenantry.api import cli as api_cli
+
+    api_cli.configure(commands.add_parser("api", help="The API service: serve, migrate."))
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tenantry import license as lic
 from tenantry.operator.helm import Releases
+from tenantry.operator.keys import RevocationList, SigningKeys
 from tenantry.operator.kube import Cluster
 from tenantry.operator.provisioning import Chart
 from tenantry.operator.settings import OperatorSettings
@@ -22,7 +22,8 @@ class Context:
     cluster: Cluster
     releases: Releases
     chart: Chart
-    keyring: lic.KeyRing
+    keys: SigningKeys
+    revocations: RevocationList
     database: AsyncEngine | None = None
     _locks: defaultdict[Any, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)

@@ -144,6 +144,26 @@ class Cluster:
         except ApiError as error:
             raise retry_later(error, f"Writing Secret {namespace}/{name}") from error
 
+    async def clear_license(self, namespace: str, name: str, revoked_id: str) -> None:
+        """Take the (revoked) token out of the Secret; the instance falls back to unlicensed."""
+        patch = {
+            "data": {LICENSE_KEY: None},
+            "metadata": {
+                "annotations": {
+                    _A + "license-id": None,
+                    _A + "terms-sha256": None,
+                    _A + "revoked-license-id": revoked_id,
+                }
+            },
+        }
+        try:
+            await self.client.patch(
+                Secret, name, patch, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except ApiError as error:
+            if not _not_found(error):
+                raise retry_later(error, f"Clearing Secret {namespace}/{name}") from error
+
     async def namespace_phase(self, name: str) -> str | None:
         """`Active`, `Terminating`, or None when the namespace is gone."""
         try:
@@ -188,36 +208,3 @@ class Cluster:
         except ApiError as error:
             if not _not_found(error):
                 raise retry_later(error, f"Nudging Tenant {namespace}/{name}") from error
-
-    async def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        try:
-            secret = await self.client.get(Secret, name, namespace=namespace)
-        except ApiError as error:
-            if _not_found(error):
-                return None
-            raise
-        return dict(secret.data or {})
-
-    async def create_secret(
-        self, namespace: str, name: str, string_data: dict[str, str], labels: dict[str, str]
-    ) -> bool:
-        """Create the Secret; False when it already exists (another replica won)."""
-        secret = Secret(
-            metadata=ObjectMeta(name=name, namespace=namespace, labels={**MANAGED_BY, **labels}),
-            type="Opaque",
-            stringData=string_data,
-        )
-        try:
-            await self.client.create(secret, field_manager=FIELD_MANAGER)
-        except ApiError as error:
-            if error.status.code == 409:
-                return False
-            raise
-        return True
-
-    async def ensure_namespace_exists(self, name: str) -> None:
-        try:
-            await self.client.create(Namespace(metadata=ObjectMeta(name=name)))
-        except ApiError as error:
-            if error.status.code != 409:
-                raise

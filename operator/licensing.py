@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-from collections.abc import Mapping
 
 from tenantry import license as lic
 from tenantry.operator.provisioning import IssuedLicense, LicenseTerms
-
-SIGNING_KEYS_LABEL = {"tenantry.io/signing-keys": "true"}
 
 
 def sign(
@@ -44,8 +40,3 @@ def sign(
         expires_at=claims.exp,
         plan=terms.plan,
     )
-
-
-def decode_secret_data(data: Mapping[str, str]) -> dict[str, str]:
-    """A Secret's `data` is base64; the key ring reads plain strings."""
-    return {key: base64.b64decode(value).decode() for key, value in data.items()}

@@ -12,12 +12,11 @@ from lightkube import AsyncClient
 from pyhelm3 import Client as HelmClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tenantry import license as lic
-from tenantry.operator import tenant
+from tenantry.operator import apikey, tenant
 from tenantry.operator.context import Context
 from tenantry.operator.helm import Releases
+from tenantry.operator.keys import RevocationList, SigningKeys
 from tenantry.operator.kube import Cluster
-from tenantry.operator.licensing import SIGNING_KEYS_LABEL, decode_secret_data
 from tenantry.operator.provisioning import Chart
 from tenantry.operator.settings import OperatorSettings
 
@@ -27,29 +26,6 @@ log = logging.getLogger("tenantry.operator")
 def context_of(memo: kopf.Memo) -> Context:
     ctx: Context = memo["context"]
     return ctx
-
-
-async def load_or_create_keyring(cluster: Cluster, settings: OperatorSettings) -> lic.KeyRing:
-    """The signing keys from their Secret, created (once, by one replica) when missing."""
-    await cluster.ensure_namespace_exists(settings.namespace)
-    data = await cluster.read_secret_data(settings.namespace, settings.signing_key_secret)
-    if data is None:
-        ring = lic.KeyRing.create(dt.datetime.now(dt.UTC), settings.signing_algorithm)
-        created = await cluster.create_secret(
-            settings.namespace,
-            settings.signing_key_secret,
-            ring.to_secret_data(),
-            SIGNING_KEYS_LABEL,
-        )
-        if created:
-            log.info(
-                "Created signing key %s in Secret %s/%s",
-                ring.active.kid, settings.namespace, settings.signing_key_secret,
-            )  # fmt: skip
-            return ring
-        data = await cluster.read_secret_data(settings.namespace, settings.signing_key_secret)
-        assert data is not None
-    return lic.KeyRing.from_secret_data(decode_secret_data(data))
 
 
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
@@ -68,14 +44,29 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 300
         settings.batching.batch_window = 0.05
-        cluster = Cluster(AsyncClient(field_manager="tenantry-operator"))
+        client = AsyncClient(field_manager="tenantry-operator")
+        cluster = Cluster(client)
         helm = HelmClient(executable=config.helm, default_timeout=config.helm_timeout)
+        keys = SigningKeys(
+            client, config.namespace, config.signing_key_secret, config.signing_algorithm
+        )
+        ring = await keys.current()  # created on first start
+        log.info("Signing licenses with key %s", ring.active.kid)
+        revocations = RevocationList(
+            client,
+            config.namespace,
+            config.revocation_secret,
+            config.license_issuer,
+            retention=config.license_ttl,
+        )
+        await revocations.ensure_published(keys, dt.datetime.now(dt.UTC))
         memo["context"] = Context(
             settings=config,
             cluster=cluster,
             releases=Releases(helm, str(config.chart_path), config.helm_timeout),
             chart=Chart.load(config.chart_path),
-            keyring=await load_or_create_keyring(cluster, config),
+            keys=keys,
+            revocations=revocations,
             database=create_async_engine(config.database_url, pool_pre_ping=True)
             if config.database_url
             else None,
@@ -96,6 +87,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
                 await ctx.database.dispose()
 
     tenant.register(registry, context_of, config.drift_interval)
+    apikey.register(registry, context_of)
     return registry
 
 

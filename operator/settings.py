@@ -23,6 +23,10 @@ class OperatorSettings(BaseSettings):
         default="tenantry-signing-keys", description="Secret holding the license signing keys."
     )
     signing_algorithm: Literal["RS256", "EdDSA"] = "RS256"
+    revocation_secret: str = Field(
+        default="tenantry-revocations",
+        description="Secret holding the signed list of revoked license ids.",
+    )
     chart_path: Path = Field(
         default=_REPO_CHART, description="The customer-instance chart (a directory)."
     )
@@ -37,6 +41,11 @@ class OperatorSettings(BaseSettings):
     license_ttl: dt.timedelta = Field(default=dt.timedelta(days=30))
     license_renew_before: dt.timedelta = Field(
         default=dt.timedelta(days=7), description="Renew a license this long before it expires."
+    )
+    license_grace: dt.timedelta = Field(
+        default=dt.timedelta(days=7),
+        description="How long instances keep working past a license's expiry; retired "
+        "signing keys stay published this much longer.",
     )
     drift_interval: float = Field(
         default=60.0, gt=0, description="Seconds between drift repairs of each Tenant."

@@ -21,8 +21,11 @@ from pydantic import ValidationError
 from tenantry.operator import licensing
 from tenantry.operator.conditions import condition, merge_conditions
 from tenantry.operator.context import Context
+from tenantry.operator.keys import Revocation
 from tenantry.operator.provisioning import (
+    Desired,
     InvalidSpec,
+    IssuedLicense,
     NotReady,
     SubscriptionView,
     desired_state,
@@ -51,6 +54,8 @@ LICENSE_ISSUED = "LicenseIssued"
 RELEASE_DEPLOYED = "ReleaseDeployed"
 PAYMENT_CURRENT = "PaymentCurrent"
 READY = "Ready"
+REVOKE_ANNOTATION = "tenantry.io/revoke-license"
+"""Set to the id of a leaked license: it is revoked and a new one issued."""
 
 Observed = list[tuple[str, ConditionStatus, str, str]]
 
@@ -167,44 +172,9 @@ async def reconcile(
             condition(NAMESPACE_READY, True, "Created", f"Namespace {desired.namespace}.")
         )
 
-        existing = await ctx.cluster.read_license(desired.namespace, settings.license_secret)
-        due = license_due(existing, desired.terms, now, settings.license_renew_before)
-        if due:
-            token, issued = licensing.sign(
-                ctx.keyring,
-                desired.terms,
-                now=now,
-                ttl=settings.license_ttl,
-                issuer=settings.license_issuer,
-                audience=settings.license_audience,
-            )
-            await ctx.cluster.write_license(
-                desired.namespace,
-                settings.license_secret,
-                token,
-                ctx.keyring.public_keys().to_jwks(),
-                issued,
-                name,
-            )
-            message = (
-                f"{due} license {issued.license_id} for plan {issued.plan} in Secret "
-                f"{desired.namespace}/{settings.license_secret}, "
-                f"expiring {issued.expires_at:%Y-%m-%d}"
-            )
-            logger.info(message)
-            kopf.info(body, reason=f"License{due}", message=message)
-            existing = issued
-        assert existing is not None
-        status["license"] = LicenseSummary(
-            id=existing.license_id,
-            plan=existing.plan,
-            issued_at=existing.issued_at,
-            expires_at=existing.expires_at,
-            secret_name=settings.license_secret,
-        ).to_wire()
-        observed.append(
-            condition(LICENSE_ISSUED, True, "Signed", f"License {existing.license_id} is in force.")
-        )
+        license_status, license_condition = await ensure_license(ctx, body, desired, now, logger)
+        status["license"] = license_status
+        observed.append(license_condition)
 
         release = await ctx.releases.ensure(
             settings.release_name, desired.namespace, desired.values, new_namespace=new_namespace
@@ -242,6 +212,76 @@ async def reconcile(
     ]
     status["observedGeneration"] = generation
     return status
+
+
+async def ensure_license(
+    ctx: Context,
+    body: kopf.Body,
+    desired: Desired,
+    now: dt.datetime,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> tuple[dict[str, Any] | None, tuple[str, ConditionStatus, str, str]]:
+    """Issue, renew, re-issue or revoke the Tenant's license; its status entry and condition."""
+    settings = ctx.settings
+    namespace, secret = desired.namespace, settings.license_secret
+    tenant_ref = f"{body.metadata.namespace}/{body.metadata.name}"
+    existing = await ctx.cluster.read_license(namespace, secret)
+
+    async def revoke(license_: IssuedLicense, reason: str) -> None:
+        await ctx.revocations.revoke(
+            Revocation(license_.license_id, license_.expires_at, tenant_ref, reason), ctx.keys, now
+        )
+        message = f"Revoked license {license_.license_id} ({reason})"
+        logger.info(message)
+        kopf.info(body, reason="LicenseRevoked", message=message)
+
+    if desired.terms.subscription_status == SubscriptionState.CANCELED:
+        if existing is not None:
+            await revoke(existing, "SubscriptionCanceled")
+            await ctx.cluster.clear_license(namespace, secret, existing.license_id)
+        return None, condition(
+            LICENSE_ISSUED,
+            False,
+            "Revoked",
+            "The subscription is canceled; its license is revoked.",
+        )
+
+    due = license_due(existing, desired.terms, now, settings.license_renew_before)
+    leaked = body.metadata.annotations.get(REVOKE_ANNOTATION)
+    if existing is not None and leaked == existing.license_id:
+        await revoke(existing, "RevokedOnRequest")
+        due = "Reissued"
+    if due:
+        ring = await ctx.keys.current()
+        token, issued = licensing.sign(
+            ring,
+            desired.terms,
+            now=now,
+            ttl=settings.license_ttl,
+            issuer=settings.license_issuer,
+            audience=settings.license_audience,
+        )
+        await ctx.cluster.write_license(
+            namespace, secret, token, ring.public_keys().to_jwks(), issued, body.metadata.name or ""
+        )
+        message = (
+            f"{due} license {issued.license_id} for plan {issued.plan} in Secret "
+            f"{namespace}/{secret}, expiring {issued.expires_at:%Y-%m-%d}"
+        )
+        logger.info(message)
+        kopf.info(body, reason=f"License{due}", message=message)
+        existing = issued
+    assert existing is not None
+    summary = LicenseSummary(
+        id=existing.license_id,
+        plan=existing.plan,
+        issued_at=existing.issued_at,
+        expires_at=existing.expires_at,
+        secret_name=secret,
+    ).to_wire()
+    return summary, condition(
+        LICENSE_ISSUED, True, "Signed", f"License {existing.license_id} is in force."
+    )
 
 
 def _prior_status(body: kopf.Body) -> TenantStatus:

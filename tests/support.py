@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from tenantry import license as lic
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -136,3 +140,91 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+# ----------------------------------------------------------- Tenantry objects
+
+API = "tenantry.io/v1alpha1"
+
+
+def plan(name: str, devices: int = 50, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "Plan",
+        "metadata": {"name": name},
+        "spec": {
+            "displayName": name.title(),
+            "price": {"amount": 9900, "currency": "USD", "interval": "month"},
+            "features": {"ota_updates": True, "data_export": False},
+            "limits": {"devices": devices, "users": -1},
+            **spec,
+        },
+    }
+
+
+def tenant(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "Tenant",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"displayName": f"{name} Inc", "billingEmail": f"billing@{name}.example", **spec},
+    }
+
+
+def subscription(name: str, namespace: str, tenant_name: str, plan_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "Subscription",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"tenantRef": {"name": tenant_name}, "planRef": {"name": plan_name}},
+    }
+
+
+def unique_names(kube: Kube) -> dict[str, str]:
+    """Unique names, and a control namespace of the test's own."""
+    suffix = uuid.uuid4().hex[:6]
+    control = f"customers-{suffix}"
+    kube.kubectl("create", "namespace", control)
+    return {
+        "control": control,
+        "tenant": f"acme-{suffix}",
+        "plan": f"pro-{suffix}",
+        "target": f"tenant-acme-{suffix}",
+    }
+
+
+def get_tenant(kube: Kube, names: dict[str, str]) -> dict[str, Any] | None:
+    return kube.get("tenant", names["tenant"], names["control"])
+
+
+def ready_tenant(kube: Kube, names: dict[str, str], timeout: float = 30) -> dict[str, Any]:
+    return wait_for(
+        lambda: (t := get_tenant(kube, names)) and is_ready(t) and t,
+        f"Tenant {names['tenant']} to be Ready",
+        timeout,
+    )
+
+
+def license_secret(kube: Kube, namespace: str) -> dict[str, Any] | None:
+    return kube.get("secret", "tenantry-license", namespace)
+
+
+def decoded(secret: dict[str, Any], key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def provision(kube: Kube, names: dict[str, str], **tenant_spec: Any) -> dict[str, Any]:
+    kube.apply(
+        plan(names["plan"]),
+        subscription(names["tenant"], names["control"], names["tenant"], names["plan"]),
+        tenant(names["tenant"], names["control"], **tenant_spec),
+    )
+    return ready_tenant(kube, names)
+
+
+def published_keys(kube: Kube) -> lic.KeySet:
+    """The public keys of every signing key the operator keeps (its Secret)."""
+    secret = kube.get("secret", "tenantry-signing-keys", "tenantry-system")
+    assert secret is not None, "the operator created no signing-key Secret"
+    data = {key: decoded(secret, key) for key in secret["data"]}
+    return lic.KeyRing.from_secret_data(data).public_keys()

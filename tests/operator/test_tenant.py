@@ -5,83 +5,33 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 from typing import Any
 
 import pytest
 from jwcrypto import jwk, jwt
-from support import DRIFT_INTERVAL, Kube, OperatorProcess, condition, is_ready, wait_for
+from support import (
+    DRIFT_INTERVAL,
+    Kube,
+    OperatorProcess,
+    condition,
+    decoded,
+    get_tenant,
+    license_secret,
+    plan,
+    provision,
+    ready_tenant,
+    subscription,
+    tenant,
+    unique_names,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
-
-API = "tenantry.io/v1alpha1"
-
-
-def plan(name: str, devices: int = 50, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "Plan",
-        "metadata": {"name": name},
-        "spec": {
-            "displayName": name.title(),
-            "price": {"amount": 9900, "currency": "USD", "interval": "month"},
-            "features": {"ota_updates": True, "data_export": False},
-            "limits": {"devices": devices, "users": -1},
-            **spec,
-        },
-    }
-
-
-def tenant(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "Tenant",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"displayName": f"{name} Inc", "billingEmail": f"billing@{name}.example", **spec},
-    }
-
-
-def subscription(name: str, namespace: str, tenant_name: str, plan_name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "Subscription",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"tenantRef": {"name": tenant_name}, "planRef": {"name": plan_name}},
-    }
 
 
 @pytest.fixture
 def names(kube: Kube) -> dict[str, str]:
-    """Unique names, and a control namespace of the test's own."""
-    suffix = uuid.uuid4().hex[:6]
-    control = f"customers-{suffix}"
-    kube.kubectl("create", "namespace", control)
-    return {
-        "control": control,
-        "tenant": f"acme-{suffix}",
-        "plan": f"pro-{suffix}",
-        "target": f"tenant-acme-{suffix}",
-    }
-
-
-def get_tenant(kube: Kube, names: dict[str, str]) -> dict[str, Any] | None:
-    return kube.get("tenant", names["tenant"], names["control"])
-
-
-def ready_tenant(kube: Kube, names: dict[str, str], timeout: float = 30) -> dict[str, Any]:
-    return wait_for(
-        lambda: (t := get_tenant(kube, names)) and is_ready(t) and t,
-        f"Tenant {names['tenant']} to be Ready",
-        timeout,
-    )
-
-
-def license_secret(kube: Kube, namespace: str) -> dict[str, Any] | None:
-    return kube.get("secret", "tenantry-license", namespace)
-
-
-def decoded(secret: dict[str, Any], key: str) -> str:
-    return base64.b64decode(secret["data"][key]).decode()
+    return unique_names(kube)
 
 
 def verify_with_published_keys(kube: Kube, token: str) -> dict[str, Any]:
@@ -96,15 +46,6 @@ def verify_with_published_keys(kube: Kube, token: str) -> dict[str, Any]:
             keyset.add(jwk.JWK(**private.export_public(as_dict=True)))
     verified = jwt.JWT(jwt=token, key=keyset, algs=["RS256", "EdDSA"])
     return json.loads(verified.claims)  # type: ignore[no-any-return]
-
-
-def provision(kube: Kube, names: dict[str, str], **tenant_spec: Any) -> dict[str, Any]:
-    kube.apply(
-        plan(names["plan"]),
-        subscription(names["tenant"], names["control"], names["tenant"], names["plan"]),
-        tenant(names["tenant"], names["control"], **tenant_spec),
-    )
-    return ready_tenant(kube, names)
 
 
 def test_tenant_is_provisioned_with_a_verifiable_license_and_a_release(

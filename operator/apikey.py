@@ -1,0 +1,414 @@
+"""Handlers of the ApiKey kind: a key made once, its hash in PostgreSQL, its plaintext in a Secret.
+
+The plaintext exists in one place only, a Secret in the tenant's namespace
+that the instance mounts; the database keeps its SHA-256. A key is never
+made twice for one ApiKey: the Secret is written first (create, never
+replace) and the hash recorded after it, so an operator that stops between
+the two finds the Secret on restart and records its hash then. Revoking
+(`spec.revoked`) or deleting the ApiKey marks the row revoked; the API stops
+honouring it within its key cache's lifetime (at most a second).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+from typing import Any
+
+import kopf
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from tenantry.api.apikeys import repository as repo
+from tenantry.api.apikeys import token
+from tenantry.api.apikeys.repository import KeyRow
+from tenantry.operator.conditions import condition, merge_conditions
+from tenantry.operator.context import Context
+from tenantry.operator.kube import FIELD_MANAGER, Tenant, retry_later
+from tenantry.operator.provisioning import MANAGED_BY, InvalidSpec, NotReady
+from tenantry.operator.resources import (
+    GROUP,
+    VERSION,
+    ApiKeyKind,
+    ApiKeySpec,
+    ApiKeyStatus,
+    ConditionStatus,
+)
+
+READY = "Ready"
+KEY_ENTRY = "api-key"
+"""Entry of the Secret holding the key's plaintext."""
+UID_LABEL = "tenantry.io/apikey-uid"
+NAME_ANNOTATION = "tenantry.io/apikey"
+REFRESH_INTERVAL = 30.0
+"""Seconds between refreshes of expiry and last use in each ApiKey's status."""
+
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def readiness(
+    row: KeyRow, spec: ApiKeySpec, secret_ref: str, secret_present: bool, now: dt.datetime
+) -> tuple[bool, str, str]:
+    """The Ready condition of an issued key (status, reason, message). Pure."""
+    if row.revoked_at is not None:
+        if not spec.revoked:
+            return (
+                False,
+                "Revoked",
+                (
+                    f"Key {row.key_prefix}... was revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}Z "
+                    "and revocation is permanent: create a new ApiKey for a new key."
+                ),
+            )
+        return False, "Revoked", f"Key {row.key_prefix}... is revoked."
+    if row.expires_at is not None and now >= row.expires_at:
+        return (
+            False,
+            "Expired",
+            (
+                f"Key {row.key_prefix}... expired at {row.expires_at:%Y-%m-%d %H:%M:%S}Z; "
+                "extend spec.expiresAt or create a new ApiKey."
+            ),
+        )
+    if not secret_present:
+        return (
+            False,
+            "SecretMissing",
+            (
+                f"Secret {secret_ref} holding key {row.key_prefix}... was deleted; the key still "
+                "works for whoever holds it, and cannot be shown again. Set spec.revoked, or "
+                "delete and re-create the ApiKey for a new key."
+            ),
+        )
+    return True, "Active", f"Key {row.key_prefix}... is active; its plaintext is in {secret_ref}."
+
+
+class Keys:
+    """The cluster and database calls of this module (the adapter)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.client = ctx.cluster.client
+        self.database = ctx.database
+
+    async def tenant_namespace(self, namespace: str, tenant: str) -> str:
+        try:
+            body = await self.client.get(Tenant, tenant, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                raise NotReady(
+                    "TenantNotFound",
+                    f"Tenant {namespace}/{tenant} does not exist (spec.tenantRef); the key is "
+                    "issued once it does.",
+                ) from error
+            raise retry_later(error, f"Reading Tenant {namespace}/{tenant}") from error
+        target = (dict(body).get("status") or {}).get("namespace")
+        if not target:
+            raise NotReady(
+                "TenantNotReady",
+                f"Tenant {namespace}/{tenant} has no namespace yet; the key is issued once the "
+                "tenant is provisioned.",
+            )
+        return str(target)
+
+    async def read_secret(self, namespace: str, name: str) -> Secret | None:
+        try:
+            return await self.client.get(Secret, name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise retry_later(error, f"Reading Secret {namespace}/{name}") from error
+
+    async def create_secret(
+        self, namespace: str, name: str, key: str, owner: tuple[str, str, str]
+    ) -> None:
+        """Create (never replace) the Secret holding a key's plaintext."""
+        owner_namespace, owner_name, uid = owner
+        secret = Secret(
+            metadata=ObjectMeta(
+                name=name,
+                namespace=namespace,
+                labels={**MANAGED_BY, UID_LABEL: uid},
+                annotations={NAME_ANNOTATION: f"{owner_namespace}/{owner_name}"},
+            ),
+            type="Opaque",
+            stringData={KEY_ENTRY: key},
+        )
+        try:
+            await self.client.create(secret, field_manager=FIELD_MANAGER)
+        except ApiError as error:
+            # 409: written meanwhile (another replica); the next attempt reads it back.
+            raise retry_later(error, f"Creating Secret {namespace}/{name}") from error
+
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the key's Secret if it is this ApiKey's; True if one was deleted."""
+        secret = await self.read_secret(namespace, name)
+        if (
+            secret is None
+            or ((secret.metadata and secret.metadata.labels) or {}).get(UID_LABEL) != uid
+        ):
+            return False
+        try:
+            await self.client.delete(Secret, name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return False
+            raise retry_later(error, f"Deleting Secret {namespace}/{name}") from error
+        return True
+
+
+def _owned_key(secret: Secret, uid: str) -> str | None:
+    """The plaintext in a Secret this ApiKey wrote, or None if the Secret is someone else's."""
+    labels = (secret.metadata and secret.metadata.labels) or {}
+    if labels.get(UID_LABEL) != uid:
+        return None
+    encoded = (secret.data or {}).get(KEY_ENTRY)
+    key = base64.b64decode(encoded).decode() if encoded else None
+    return key if key and token.is_well_formed(key) else None
+
+
+def _database_error(error: SQLAlchemyError) -> kopf.TemporaryError:
+    detail = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0]
+    if "api_keys" in detail and "does not exist" in detail:
+        detail = "table api_keys is missing: run `tenantry api migrate` (the API migrates on start)"
+    return kopf.TemporaryError(f"Database: {detail}", delay=5)
+
+
+async def reconcile(
+    ctx: Context, body: kopf.Body, logger: Logger
+) -> tuple[dict[str, Any], str | None]:
+    """Issue the key once, keep its row in step with the spec; return the status and,
+    when the key cannot be issued yet, why (to retry)."""
+    now = utcnow()
+    name, namespace, uid = body.metadata.name, body.metadata.namespace, body.metadata.uid
+    assert name
+    assert namespace
+    assert uid
+    generation = body.metadata.get("generation")
+    prior = _prior_status(body)
+    status: dict[str, Any] = {}
+    retry: str | None = None
+    observed: list[tuple[str, ConditionStatus, str, str]] = []
+    try:
+        try:
+            spec = ApiKeySpec.model_validate(dict(body.spec))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in ("spec", *first["loc"]))
+            raise InvalidSpec(f"{where}: {first['msg']}") from error
+        if ctx.database is None:
+            raise InvalidSpec(
+                "The operator has no database (TENANTRY_OPERATOR_DATABASE_URL), so it cannot "
+                "issue API keys.",
+                reason="DatabaseNotConfigured",
+            )
+        keys = Keys(ctx)
+        issued_ref = None
+        try:
+            async with ctx.database.connect() as conn:
+                row = await repo.find_by_resource(conn, uid)
+        except SQLAlchemyError as error:
+            raise _database_error(error) from error
+        if row is None:
+            if spec.revoked:
+                raise InvalidSpec("Revoked before a key was issued; no key exists.", "Revoked")
+            row, issued_ref = await _issue(ctx, keys, body, spec, logger)
+        # Revocation first: it must land whatever else is wrong.
+        row = await _follow_spec(ctx, body, row, spec, uid, now, logger)
+        if row.tenant_name != spec.tenant_ref.name:
+            raise InvalidSpec(
+                f"spec.tenantRef cannot change once the key is issued (it acts for "
+                f"{row.tenant_name}); create a new ApiKey for tenant {spec.tenant_ref.name}.",
+                reason="TenantChanged",
+            )
+        secret_ref = issued_ref or prior.secret_ref
+        if secret_ref is None:
+            target = await keys.tenant_namespace(namespace, row.tenant_name)
+            secret_ref = f"{target}/{spec.secret_name or name}"
+        secret_namespace, secret_name = secret_ref.split("/", 1)
+        secret = await keys.read_secret(secret_namespace, secret_name)
+        ok, reason, message = readiness(row, spec, secret_ref, secret is not None, now)
+        observed.append(condition(READY, ok, reason, message))
+        status.update(
+            prefix=row.key_prefix,
+            secretRef=secret_ref,
+            expiresAt=row.expires_at.isoformat() if row.expires_at else None,
+            lastUsedAt=row.last_used_at.isoformat() if row.last_used_at else None,
+        )
+    except NotReady as problem:
+        observed.append(condition(READY, False, problem.reason, problem.message))
+        retry = problem.message
+    except InvalidSpec as problem:
+        observed.append(condition(READY, False, problem.reason, problem.message))
+    except kopf.TemporaryError as problem:
+        observed.append(condition(READY, False, "Retrying", str(problem)))
+        retry = str(problem)
+    _note(body, prior, observed, logger)
+    status["conditions"] = [
+        c.to_wire() for c in merge_conditions(prior.conditions, observed, generation, now)
+    ]
+    status["observedGeneration"] = generation
+    return status, retry
+
+
+async def _issue(
+    ctx: Context, keys: Keys, body: kopf.Body, spec: ApiKeySpec, logger: Logger
+) -> tuple[KeyRow, str]:
+    """Write the Secret with a new key (or find the one written before a crash); record its hash."""
+    name, namespace, uid = body.metadata.name, body.metadata.namespace, body.metadata.uid
+    assert name
+    assert namespace
+    assert uid
+    assert ctx.database is not None
+    target = await keys.tenant_namespace(namespace, spec.tenant_ref.name)
+    secret_name = spec.secret_name or name
+    existing = await keys.read_secret(target, secret_name)
+    if existing is not None:
+        key = _owned_key(existing, uid)
+        if key is None:
+            raise InvalidSpec(
+                f"Secret {target}/{secret_name} already exists and is not this ApiKey's; set "
+                "spec.secretName to a free name.",
+                reason="SecretConflict",
+            )
+    else:
+        key = token.generate()
+        await keys.create_secret(target, secret_name, key, (namespace, name, uid))
+    try:
+        async with ctx.database.begin() as conn:
+            await repo.insert_key(
+                conn,
+                resource_uid=uid,
+                resource_namespace=namespace,
+                resource_name=name,
+                tenant_namespace=namespace,
+                tenant_name=spec.tenant_ref.name,
+                key_prefix=token.display_prefix(key),
+                key_hash=token.hash_key(key),
+                scopes=spec.scopes,
+                expires_at=spec.expires_at,
+            )
+            row = await repo.find_by_resource(conn, uid)
+    except SQLAlchemyError as error:
+        raise _database_error(error) from error
+    assert row is not None
+    message = f"Issued key {row.key_prefix}... in Secret {target}/{secret_name}"
+    logger.info(message)
+    kopf.info(body, reason="KeyIssued", message=message)
+    return row, f"{target}/{secret_name}"
+
+
+async def _follow_spec(
+    ctx: Context,
+    body: kopf.Body,
+    row: KeyRow,
+    spec: ApiKeySpec,
+    uid: str,
+    now: dt.datetime,
+    logger: Logger,
+) -> KeyRow:
+    """Scopes, expiry and revocation of the row as the spec says; the row as it is now."""
+    assert ctx.database is not None
+    try:
+        async with ctx.database.begin() as conn:
+            await repo.update_terms(conn, uid, spec.scopes, spec.expires_at)
+            if spec.revoked and row.revoked_at is None:
+                await repo.revoke(conn, uid, now)
+                message = f"Revoked key {row.key_prefix}..."
+                logger.info(message)
+                kopf.info(body, reason="KeyRevoked", message=message)
+            fresh = await repo.find_by_resource(conn, uid)
+    except SQLAlchemyError as error:
+        raise _database_error(error) from error
+    assert fresh is not None
+    return fresh
+
+
+def _prior_status(body: kopf.Body) -> ApiKeyStatus:
+    raw = {k: v for k, v in dict(body.status).items() if k != "kopf"}
+    try:
+        return ApiKeyStatus.model_validate(raw)
+    except ValidationError:
+        return ApiKeyStatus()
+
+
+def _note(
+    body: kopf.Body,
+    prior: ApiKeyStatus,
+    observed: list[tuple[str, ConditionStatus, str, str]],
+    logger: Logger,
+) -> None:
+    """An Event when readiness changes for the worse, not on every refresh."""
+    ready = next((c for c in prior.conditions if c.type == READY), None)
+    for type_, status, reason, message in observed:
+        if type_ != READY or status == ConditionStatus.TRUE:
+            continue
+        if ready is not None and (ready.reason, ready.message) == (reason, message):
+            continue
+        logger.info(message)
+        kopf.info(body, reason=reason, message=message)
+
+
+async def finalize(ctx: Context, body: kopf.Body, logger: Logger) -> None:
+    """Revoke the key and delete its Secret; the ApiKey goes only once both are done."""
+    uid = body.metadata.uid
+    assert uid
+    if ctx.database is not None:
+        try:
+            async with ctx.database.begin() as conn:
+                row = await repo.find_by_resource(conn, uid)
+                if row is not None:
+                    await repo.revoke(conn, uid, utcnow())
+        except SQLAlchemyError as error:
+            raise _database_error(error) from error
+        if row is not None and row.revoked_at is None:
+            logger.info(f"Revoked key {row.key_prefix}... of deleted ApiKey")
+    secret_ref = body.status.get("secretRef")
+    if secret_ref and "/" in secret_ref:
+        namespace, name = secret_ref.split("/", 1)
+        if await Keys(ctx).delete_secret(namespace, name, uid):
+            logger.info(f"Deleted Secret {secret_ref}")
+
+
+def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
+    """Register the ApiKey handlers. `ctx_of(memo)` returns the operator's Context."""
+    apikeys = (GROUP, VERSION, ApiKeyKind.plural)
+
+    async def run(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return
+        ctx = ctx_of(memo)
+        async with ctx.lock(("ApiKey", body.metadata.namespace, body.metadata.name)):
+            status, retry = await reconcile(ctx, body, logger)
+        patch.status.update(status)
+        if retry:
+            raise kopf.TemporaryError(retry, delay=2)
+
+    @kopf.on.resume(*apikeys, id="reconcile", registry=registry)
+    @kopf.on.create(*apikeys, id="reconcile", registry=registry)
+    @kopf.on.update(*apikeys, id="reconcile", registry=registry)
+    async def reconcile_apikey(
+        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
+    ) -> None:
+        await run(body, memo, patch, logger)
+
+    @kopf.timer(*apikeys, id="refresh", interval=REFRESH_INTERVAL, initial_delay=REFRESH_INTERVAL,
+                registry=registry)  # fmt: skip
+    async def refresh_apikey(
+        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
+    ) -> None:
+        # Expiry passes and last use moves without any change to the object.
+        await run(body, memo, patch, logger)
+
+    @kopf.on.delete(*apikeys, id="finalize", registry=registry)
+    async def delete_apikey(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        ctx = ctx_of(memo)
+        async with ctx.lock(("ApiKey", body.metadata.namespace, body.metadata.name)):
+            await finalize(ctx, body, logger)
