@@ -24,7 +24,8 @@ deps: ## Debian packages the test bed needs (PostgreSQL, Redis), when missing an
 $(INSTALLED): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	@$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=strict >$(VENV)/install.log 2>&1 \
+	  || { cat $(VENV)/install.log; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(INSTALLED) ## The Python virtualenv with Tenantry and its dev tools.

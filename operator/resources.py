@@ -406,7 +406,8 @@ class TenantKind(Kind):
         {"name": "Plan", "type": "string", "jsonPath": ".status.plan"},
         {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
         {"name": "Revision", "type": "integer", "jsonPath": ".status.release.revision"},
-        {"name": "License-Expires", "type": "date", "jsonPath": ".status.license.expiresAt"},
+        # A `date` column shows a future time as <invalid>: print the timestamp.
+        {"name": "License-Expires", "type": "string", "jsonPath": ".status.license.expiresAt"},
         *_ready_columns(),
     )
 
