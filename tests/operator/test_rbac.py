@@ -1,0 +1,66 @@
+"""The operator does its whole job with the permissions manifests/deploy grants it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from support import (
+    REPO,
+    Kube,
+    OperatorProcess,
+    get_tenant,
+    provision,
+    unique_names,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def service_account_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
+    token = kube.kubectl(
+        "create", "token", account, "-n", "tenantry-system", "--duration=1h"
+    ).strip()
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_operator_provisions_and_deletes_under_its_own_role(
+    kube: Kube, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    deploy = REPO / "manifests" / "deploy"
+    kube.kubectl("apply", "-f", str(deploy / "00-namespace.yaml"), "-f", str(deploy / "rbac.yaml"))
+    restricted = Kube(
+        service_account_kubeconfig(kube, "tenantry-operator", tmp_path / "kubeconfig"),
+        kube.helm_binary,
+    )
+    assert restricted.kubectl("auth", "can-i", "delete", "nodes", check=False).strip() == "no"
+
+    operator.stop()
+    confined = OperatorProcess(restricted, tmp_path / "operator.log", operator.env)
+    try:
+        confined.start()
+        names = unique_names(kube)
+        provision(kube, names)
+        kube.delete("tenant", names["tenant"], names["control"])
+        wait_for(lambda: get_tenant(kube, names) is None, "the Tenant to be gone", timeout=60)
+        log = confined.log_text()
+        assert "Forbidden" not in log, log
+        assert "forbidden" not in log, log
+    finally:
+        confined.stop()
+        operator.start()
+
+
+def test_deploy_manifests_are_accepted_by_the_api_server(kube: Kube) -> None:
+    deploy = REPO / "manifests" / "deploy"
+    kube.kubectl("apply", "-f", str(deploy / "00-namespace.yaml"))
+    out = kube.kubectl("apply", "--dry-run=server", "-f", str(deploy))
+    for name in ("deployment.apps/tenantry-operator", "deployment.apps/tenantry-api",
+                 "service/tenantry-api", "clusterrole.rbac.authorization.k8s.io/tenantry-api"):  # fmt: skip
+        assert name in out
