@@ -16,6 +16,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from tenantry import license as lic
+
 GROUP = "tenantry.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -274,13 +276,8 @@ class TenantStatus(Model):
 # -------------------------------------------------------------- Subscription
 
 
-class SubscriptionState(StrEnum):
-    INCOMPLETE = "incomplete"
-    TRIALING = "trialing"
-    ACTIVE = "active"
-    PAST_DUE = "past_due"
-    UNPAID = "unpaid"
-    CANCELED = "canceled"
+# The states a license carries are the states a Subscription can be in.
+SubscriptionState = lic.SubscriptionStatus
 
 
 class SubscriptionSpec(Model):
