@@ -8,6 +8,7 @@ becomes `InvalidSpec`.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from typing import Any
@@ -20,6 +21,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
+from tenantry import license as lic
 from tenantry.operator.provisioning import (
     MANAGED_BY,
     TENANT_LABEL,
@@ -101,7 +103,8 @@ class Cluster:
                 return None
             raise retry_later(error, f"Reading Secret {namespace}/{name}") from error
         annotations = (secret.metadata and secret.metadata.annotations) or {}
-        if not (secret.data or {}).get(LICENSE_KEY):
+        encoded = (secret.data or {}).get(LICENSE_KEY)
+        if not encoded:
             return None
         try:
             return IssuedLicense(
@@ -110,6 +113,7 @@ class Cluster:
                 issued_at=dt.datetime.fromisoformat(annotations[_A + "issued-at"]),
                 expires_at=dt.datetime.fromisoformat(annotations[_A + "expires-at"]),
                 plan=annotations[_A + "plan"],
+                token_sha256=lic.sha256_token(base64.b64decode(encoded).decode()),
             )
         except (KeyError, ValueError):
             return None  # hand-edited: replace it with a license we can vouch for

@@ -39,4 +39,5 @@ def sign(
         issued_at=claims.iat,
         expires_at=claims.exp,
         plan=terms.plan,
+        token_sha256=lic.sha256_token(token),
     )

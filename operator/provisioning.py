@@ -109,6 +109,7 @@ class IssuedLicense:
     issued_at: dt.datetime
     expires_at: dt.datetime
     plan: str
+    token_sha256: str | None = None
 
 
 @dataclass(frozen=True)

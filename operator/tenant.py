@@ -18,7 +18,8 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from tenantry.operator import licensing
+from tenantry.api.licenses.repository import LicenseAction
+from tenantry.operator import history, licensing
 from tenantry.operator.conditions import condition, merge_conditions
 from tenantry.operator.context import Context
 from tenantry.operator.keys import Revocation
@@ -54,6 +55,11 @@ LICENSE_ISSUED = "LicenseIssued"
 RELEASE_DEPLOYED = "ReleaseDeployed"
 PAYMENT_CURRENT = "PaymentCurrent"
 READY = "Ready"
+HISTORY_ACTIONS: dict[str, LicenseAction] = {
+    "Issued": "issued",
+    "Renewed": "renewed",
+    "Reissued": "reissued",
+}
 REVOKE_ANNOTATION = "tenantry.io/revoke-license"
 """Set to the id of a leaked license: it is revoked and a new one issued."""
 
@@ -228,6 +234,7 @@ async def ensure_license(
     existing = await ctx.cluster.read_license(namespace, secret)
 
     async def revoke(license_: IssuedLicense, reason: str) -> None:
+        await history.record(ctx, body, "revoked", license_, None)
         await ctx.revocations.revoke(
             Revocation(license_.license_id, license_.expires_at, tenant_ref, reason), ctx.keys, now
         )
@@ -261,6 +268,7 @@ async def ensure_license(
             issuer=settings.license_issuer,
             audience=settings.license_audience,
         )
+        await history.record(ctx, body, HISTORY_ACTIONS[due], issued, desired.terms)
         await ctx.cluster.write_license(
             namespace, secret, token, ring.public_keys().to_jwks(), issued, body.metadata.name or ""
         )

@@ -7,6 +7,7 @@ TENANTRY_TEST_KUBECONFIG points at another real cluster (kind, k3d).
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,13 +42,29 @@ def kube(tmp_path_factory: pytest.TempPathFactory, tools: dict[str, Path]) -> It
 
 
 @pytest.fixture(scope="session")
-def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def database(postgres: Postgres) -> str:
+    """The session's PostgreSQL with Tenantry's schema, migrated as a user would."""
+    result = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "tenantry"), "api", "migrate"],
+        env={**os.environ, "TENANTRY_DATABASE_URL": postgres.url},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return postgres.url
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kube: Kube, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """`tenantry operator`, recording API key hashes and license history in `database`."""
     process = OperatorProcess(
         kube,
         tmp_path_factory.mktemp("operator") / "operator.log",
         {
             "TENANTRY_OPERATOR_HELM": str(kube.helm_binary),
             "TENANTRY_OPERATOR_DRIFT_INTERVAL": str(DRIFT_INTERVAL),
+            "TENANTRY_OPERATOR_DATABASE_URL": database,
         },
     )
     try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 from typing import Any
 
 import jwt as pyjwt
+import psycopg
 import pytest
 from jwcrypto import jwk
 from jwcrypto import jwt as jwcrypto_jwt
@@ -189,3 +191,38 @@ def test_rotated_key_signs_new_licenses_while_old_ones_still_verify(
     assert old.state == lic.LicenseState.VALID, old.reason
     jwks = json.loads(decoded(license_secret(kube, names["target"]), "jwks.json"))
     assert {old_kid, new_kid} <= {key["kid"] for key in jwks["keys"]}
+
+
+def test_history_records_every_issue_and_revocation_as_hashes_never_tokens(
+    kube: Kube, operator: OperatorProcess, database: str, names: dict[str, str]
+) -> None:
+    ready = provision(kube, names)
+    first_token = current_token(kube, names)
+    assert first_token is not None
+    kube.apply(plan(names["plan"], devices=75))
+    second = new_license(kube, names, not_jti=ready["status"]["license"]["id"])
+    second_token = current_token(kube, names)
+    assert second_token is not None
+    set_subscription_state(kube, names, "canceled")
+    wait_for(lambda: current_token(kube, names) is None, "the license to be revoked")
+
+    with psycopg.connect(database.replace("+psycopg", "")) as conn:
+        rows = conn.execute(
+            "SELECT license_id, action, plan, limits, token_sha256, history::text"
+            " FROM license_history AS history"
+            " WHERE tenant_namespace = %s AND tenant_name = %s ORDER BY id",
+            (names["control"], names["tenant"]),
+        ).fetchall()
+    assert [(row[0], row[1]) for row in rows] == [
+        (ready["status"]["license"]["id"], "issued"),
+        (second["jti"], "reissued"),
+        (second["jti"], "revoked"),
+    ]
+    assert rows[0][3] == {"devices": 50, "users": -1}
+    assert rows[1][3] == {"devices": 75, "users": -1}
+    assert rows[0][4] == hashlib.sha256(first_token.encode()).hexdigest()
+    assert rows[1][4] == rows[2][4] == hashlib.sha256(second_token.encode()).hexdigest()
+    for row in rows:
+        assert first_token not in row[5]
+        assert second_token not in row[5]
+        assert second_token.split(".")[2] not in row[5], "no part of a signature is kept"

@@ -1,0 +1,143 @@
+"""The FastAPI application: routes, error shape, start-up and shut-down."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from tenantry.api import errors
+from tenantry.api.apikeys.endpoints import router as apikeys_router
+from tenantry.api.auth import SERVICE_TOKEN, SERVICE_TOKEN_SCHEME
+from tenantry.api.licenses.endpoints import router as licenses_router
+from tenantry.api.quotas.endpoints import router as quotas_router
+from tenantry.api.runtime import Runtime
+from tenantry.api.settings import ApiSettings
+from tenantry.api.usage.endpoints import OPENAPI_COMPONENTS
+from tenantry.api.usage.endpoints import router as usage_router
+
+log = logging.getLogger("tenantry.api")
+
+DESCRIPTION = """\
+Customer instances and gateways talk to Tenantry here: they present an API key,
+report what they used, check quotas and fetch their license.
+
+Every error has the body `{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """The application; settings from the environment (`TENANTRY_*`) unless given."""
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = await Runtime.start(settings)
+        # What start-up built lives as long as the process: keep it out of the
+        # garbage collector's scans, which otherwise grow with every import.
+        gc.freeze()
+        log.info("API service started (environment %s, Redis failure mode %s)",
+                 settings.environment, settings.redis_failure_mode)  # fmt: skip
+        try:
+            yield
+        finally:
+            await app.state.runtime.close()
+
+    app = FastAPI(
+        title="Tenantry API",
+        version="v1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(apikeys_router)
+    app.include_router(usage_router)
+    app.include_router(quotas_router)
+    app.include_router(licenses_router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"],
+                      summary="The process is alive")  # fmt: skip
+    app.add_api_route(
+        "/readyz", readyz, methods=["GET"], tags=["health"],
+        summary="PostgreSQL and Redis are reachable (or Redis is down and serving fails open)",
+        responses={503: {"description": "Not ready: PostgreSQL, or Redis when failing closed."}},
+    )  # fmt: skip
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["health"],
+                      response_class=PlainTextResponse,
+                      summary="Counters in the Prometheus text format")  # fmt: skip
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(OPENAPI_COMPONENTS)
+            # Declared here: the introspection route checks its token without a dependency.
+            components.setdefault("securitySchemes", {})[SERVICE_TOKEN_SCHEME] = SERVICE_TOKEN
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    rt: Runtime = request.app.state.runtime
+    database = "ok"
+    try:
+        async with rt.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as error:
+        database = f"unreachable: {type(error).__name__}"
+    redis_ok = await rt.counters.available() and await rt.counters.ping()
+    ready = database == "ok" and (redis_ok or rt.fail_open)
+    body = {
+        "status": "ready" if ready and redis_ok else ("degraded" if ready else "not ready"),
+        "database": database,
+        "redis": "ok" if redis_ok else "unreachable",
+        "redis_failure_mode": rt.settings.redis_failure_mode,
+        "counters": rt.counters.status(),
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> str:
+    rt: Runtime = request.app.state.runtime
+    t, c = rt.tally, rt.counters
+    lines = [
+        "# HELP tenantry_api_redis_up Whether Redis answered the last call (1) or not (0).",
+        "# TYPE tenantry_api_redis_up gauge",
+        f"tenantry_api_redis_up {int(c.up)}",
+        "# HELP tenantry_api_redis_failures_total Redis calls that failed.",
+        "# TYPE tenantry_api_redis_failures_total counter",
+        f"tenantry_api_redis_failures_total {c.failures}",
+        "# HELP tenantry_api_usage_events_total Usage events by outcome.",
+        "# TYPE tenantry_api_usage_events_total counter",
+        f'tenantry_api_usage_events_total{{outcome="accepted"}} {t.events_accepted}',
+        f'tenantry_api_usage_events_total{{outcome="duplicate"}} {t.events_duplicate}',
+        f'tenantry_api_usage_events_total{{outcome="rejected"}} {t.events_rejected}',
+        "# HELP tenantry_api_quota_requests_total Quota checks by outcome.",
+        "# TYPE tenantry_api_quota_requests_total counter",
+        f'tenantry_api_quota_requests_total{{outcome="admitted"}} {t.quota_admitted}',
+        f'tenantry_api_quota_requests_total{{outcome="refused"}} {t.quota_refused}',
+        "# HELP tenantry_api_counted_in_database_total Units counted in PostgreSQL alone "
+        "while Redis was unreachable.",
+        "# TYPE tenantry_api_counted_in_database_total counter",
+        f"tenantry_api_counted_in_database_total {t.counted_in_database}",
+        "# HELP tenantry_api_status_writes_total Usage summaries written to Tenant status.",
+        "# TYPE tenantry_api_status_writes_total counter",
+        f"tenantry_api_status_writes_total {rt.status.writes}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""License delivery to instances, verification keys, revocation list, license history."""

@@ -1,0 +1,1 @@
+"""Quotas: Redis counters per tenant, metric and month, checked and counted atomically."""

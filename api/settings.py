@@ -1,0 +1,129 @@
+"""The API service's configuration: environment variables prefixed `TENANTRY_`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people leave in example files; refused outside development.
+PLACEHOLDERS = frozenset(
+    {"", "change-me", "changeme", "change_me", "secret", "token", "admin", "password",
+     "placeholder", "dev", "development", "test", "example", "xxx"}
+)  # fmt: skip
+MIN_TOKEN_LENGTH = 24
+
+
+class InsecureSettings(ValueError):
+    """A secret setting is a placeholder where placeholders are refused."""
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TENANTRY_", frozen=True, extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        default="production",
+        description="`development` accepts placeholder tokens (with a warning); "
+        "anything else refuses to start with them.",
+    )
+    database_url: str = Field(
+        default="postgresql+psycopg://tenantry@127.0.0.1:5432/tenantry",
+        description="PostgreSQL, as a SQLAlchemy URL with the psycopg driver.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    migrate_on_start: bool = Field(
+        default=True, description="Apply pending migrations when the service starts."
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Quota counters.")
+    redis_timeout: float = Field(
+        default=0.5, gt=0, description="Seconds before a Redis call counts as a failure."
+    )
+    redis_failure_mode: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open",
+        description="When Redis is unreachable: `fail_open` keeps serving and counts quotas in "
+        "PostgreSQL (slower, exact), logging the fault and showing it in /readyz and /metrics; "
+        "`fail_closed` answers 503 to every request that needs quota counters.",
+    )
+    admin_token: SecretStr = Field(
+        default=SecretStr("change-me"), description="Bearer token of the /admin endpoints."
+    )
+    introspection_token: SecretStr = Field(
+        default=SecretStr("change-me"),
+        description="Bearer token gateways present to /internal/api-keys/introspect.",
+    )
+    namespace: str = Field(
+        default="tenantry-system",
+        description="The operator's namespace (signing keys and revocation list Secrets).",
+    )
+    signing_key_secret: str = Field(
+        default="tenantry-signing-keys", description="Secret with the license signing keys."
+    )
+    revocation_secret: str = Field(
+        default="tenantry-revocations", description="Secret with the signed revocation list."
+    )
+    license_secret: str = Field(
+        default="tenantry-license", description="Secret in each tenant namespace with its license."
+    )
+    key_cache_ttl: float = Field(
+        default=0.5,
+        gt=0,
+        le=1.0,
+        description="Seconds a key lookup is cached; at most 1 s, so a revoked key stops "
+        "working within a second.",
+    )
+    introspection_cache_ttl: float = Field(
+        default=0.25,
+        ge=0,
+        le=1.0,
+        description="Seconds an introspection answer is reused for the same key (0: never). "
+        "Its quota figures may be this old for writes made through other replicas; this "
+        "replica's own writes show at once. With key_cache_ttl, at most 1 s.",
+    )
+    catalog_ttl: float = Field(
+        default=5.0, gt=0, description="Seconds Tenants and Plans read from Kubernetes are reused."
+    )
+    status_write_interval: float = Field(
+        default=15.0, gt=0, description="Least seconds between two usage summaries of a Tenant."
+    )
+    last_used_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between writes of keys' last-used times."
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body.")
+    future_tolerance: float = Field(
+        default=300.0, ge=0, description="Seconds an event timestamp may lie in the future."
+    )
+
+    @model_validator(mode="after")
+    def _revocation_within_a_second(self) -> ApiSettings:
+        if self.key_cache_ttl + self.introspection_cache_ttl > 1.0:
+            raise ValueError(
+                "key_cache_ttl + introspection_cache_ttl must not exceed 1 s: a revoked key "
+                "has to stop working within a second"
+            )
+        return self
+
+    def refuse_placeholders(self) -> None:
+        """Raise `InsecureSettings` if a token is a placeholder outside development.
+
+        Checked when serving, not when migrating: `tenantry api migrate` needs no tokens.
+        """
+        if self.environment == "development":
+            return
+        for name in ("admin_token", "introspection_token"):
+            value = getattr(self, name).get_secret_value()
+            if value.strip().lower() in PLACEHOLDERS or len(value) < MIN_TOKEN_LENGTH:
+                raise InsecureSettings(
+                    f"TENANTRY_{name.upper()} is empty, a placeholder or shorter than "
+                    f"{MIN_TOKEN_LENGTH} characters, which is refused outside development: set "
+                    "it to a random secret (e.g. `openssl rand -hex 32`), or set "
+                    "TENANTRY_ENVIRONMENT=development on a developer's machine."
+                )
+
+    def placeholder_tokens(self) -> list[str]:
+        """Names of tokens still set to placeholders (allowed only in development)."""
+        return [
+            name
+            for name in ("admin_token", "introspection_token")
+            if getattr(self, name).get_secret_value().strip().lower() in PLACEHOLDERS
+        ]

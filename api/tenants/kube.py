@@ -1,0 +1,73 @@
+"""The API's one adapter to Kubernetes: Tenants, Plans, Secrets, the Tenant usage summary."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError as KubeApiError
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
+from tenantry.operator.resources import GROUP, VERSION, PlanKind, TenantKind
+
+FIELD_MANAGER = "tenantry-api"
+
+TenantResource = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, TenantKind.plural)
+PlanResource = create_global_resource(GROUP, VERSION, PlanKind.kind, PlanKind.plural)
+
+
+class Kube:
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def tenant(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(TenantResource, name, namespace=namespace)
+        except KubeApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+        return dict(obj)
+
+    async def plan(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(PlanResource, name)
+        except KubeApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+        return dict(obj)
+
+    async def secret(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, str], dict[str, str]] | None:
+        """A Secret's entries (decoded) and annotations; None when it does not exist."""
+        try:
+            secret = await self.client.get(Secret, name, namespace=namespace)
+        except KubeApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        return data, dict((secret.metadata and secret.metadata.annotations) or {})
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        found = await self.secret(namespace, name)
+        return None if found is None else found[0]
+
+    async def patch_tenant_usage(self, namespace: str, name: str, usage: dict[str, Any]) -> None:
+        """Merge-patch `status.usage` only: the operator owns the rest of the status."""
+        await self.client.patch(
+            TenantResource.Status,
+            name,
+            {"status": {"usage": usage}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+            field_manager=FIELD_MANAGER,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,1 @@
+"""Usage: ingestion of events and snapshots, hourly rollups, period totals."""

@@ -1,0 +1,129 @@
+"""Wire shapes of usage ingestion and reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Final
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
+
+MAX_BATCH: Final = 1000
+MAX_VALUE: Final = 10**15
+"""Largest value one event may carry: a quadrillion, far above any honest report,
+and small enough that a month of them cannot overflow a 64-bit total."""
+
+
+# Strict: in JSON only an RFC 3339 string with a zone, never a number (which lax
+# validation would read as Unix time); in Python only a datetime. Validate JSON
+# with `model_validate_json`.
+Timestamp = Annotated[AwareDatetime, Strict()]
+TransactionId = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="Idempotency key, unique per tenant: printable ASCII without spaces.",
+    ),
+]
+Value = Annotated[
+    StrictInt,
+    Field(ge=0, le=MAX_VALUE, description="A whole number of units, 0 to 10^15; never a float."),
+]
+PropertyValue = StrictStr | StrictInt | StrictBool | None
+
+
+class UsageEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transaction_id: TransactionId
+    metric: StrictStr = Field(max_length=63, description="A metric of the tenant's plan.")
+    value: Value
+    timestamp: Timestamp = Field(description="When the usage happened (RFC 3339, with zone).")
+    properties: dict[StrictStr, PropertyValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Scalar properties; a unique_count metric counts the distinct values "
+        "of its `field` property.",
+    )
+
+
+class UsageBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[UsageEvent] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class UsageAccepted(BaseModel):
+    accepted: int = Field(description="Events counted now.")
+    duplicates: int = Field(description="Events already counted before (replays): not again.")
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the batch, from 0.")
+    transaction_id: str | None = None
+    code: str
+    message: str
+
+
+class Snapshot(BaseModel):
+    """What an instance observes now, mapped onto plan metrics.
+
+    Gauges (`active_devices`, `storage_bytes`) are the value now; counters
+    (`messages`, `bytes`) are the amounts since the previous snapshot.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot_id: StrictStr = Field(
+        min_length=1,
+        max_length=96,
+        pattern=r"^[!-~]+$",
+        description="Unique per snapshot (printable ASCII): replays are no-ops.",
+    )
+    timestamp: Timestamp
+    active_devices: Value | None = Field(default=None, description="-> metric `devices`.")
+    messages: Value | None = Field(default=None, description="-> metric `messages`.")
+    bytes: Value | None = Field(default=None, description="-> metric `bytes`.")
+    storage_bytes: Value | None = Field(default=None, description="-> metric `storage_bytes`.")
+
+
+SNAPSHOT_METRICS: Final = {
+    "active_devices": "devices",
+    "messages": "messages",
+    "bytes": "bytes",
+    "storage_bytes": "storage_bytes",
+}
+
+
+class SnapshotAccepted(UsageAccepted):
+    ignored: list[str] = Field(
+        default_factory=list, description="Snapshot fields the tenant's plan does not meter."
+    )
+
+
+class HourlyUsage(BaseModel):
+    hour: dt.datetime
+    value: int
+    events: int
+
+
+class MetricUsage(BaseModel):
+    aggregation: str
+    value: int = Field(description="The period's figure, by the metric's aggregation.")
+    hours: list[HourlyUsage] = Field(default_factory=list)
+
+
+class UsageReport(BaseModel):
+    tenant: str
+    period: str
+    metrics: dict[str, MetricUsage]

@@ -1,0 +1,129 @@
+"""Writing usage: group commit of concurrent reports, quota counters moved to match.
+
+Each report could be its own transaction, but then every batch pays for a
+transaction's round trips and bookkeeping, which cost more than its rows.
+Reports that arrive while a write is on its way go together in the next
+one: one statement, one commit, one counter update, however many requests.
+Each request still gets its answer only after the commit that holds its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tenantry.api.errors import Unavailable
+from tenantry.api.quotas.counters import Counters, CountersDown, counter_key
+from tenantry.api.tenants.catalog import Plan, Tenant
+from tenantry.api.usage import repository as repo
+from tenantry.api.usage.periods import period_of
+from tenantry.api.usage.schemas import UsageEvent
+
+MAX_GROUP_EVENTS = 5000
+"""Reports are grouped up to this many events (a single larger one goes alone)."""
+
+
+@dataclass(frozen=True)
+class Written:
+    accepted: int  # events new to the tenant, now counted
+    in_redis: bool  # False when counted in PostgreSQL alone (Redis away, failing open)
+
+
+@dataclass
+class _Pending:
+    tenant: Tenant
+    plan: Plan
+    events: Sequence[UsageEvent]
+    future: asyncio.Future[Written] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def counters_unavailable() -> Unavailable:
+    return Unavailable(
+        "Quota counters are unavailable (Redis is unreachable) and this service is set to fail "
+        "closed (TENANTRY_REDIS_FAILURE_MODE=fail_closed). Retry shortly.",
+        code="counters_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+class UsageWriter:
+    def __init__(self, engine: AsyncEngine, counters: Counters, fail_open: bool) -> None:
+        self.engine = engine
+        self.counters = counters
+        self.fail_open = fail_open
+        self._pending: deque[_Pending] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def write(self, tenant: Tenant, plan: Plan, events: Sequence[UsageEvent]) -> Written:
+        """Commit the events not seen before (transaction ids unique among `events`).
+
+        Usage already served is never refused for being over quota: overage is billed.
+        """
+        pending = _Pending(tenant, plan, events)
+        self._pending.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await pending.future
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            group: list[_Pending] = []
+            size = 0
+            while self._pending:
+                if group and size + len(self._pending[0].events) > MAX_GROUP_EVENTS:
+                    break
+                size += len(self._pending[0].events)
+                group.append(self._pending.popleft())
+            try:
+                written = await self._commit(group)
+            except Exception as error:  # every request of the group learns of it
+                for pending in group:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                continue
+            for pending, result in zip(group, written, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+
+    async def _commit(self, group: Sequence[_Pending]) -> list[Written]:
+        """One transaction for the group; the counters move before it commits.
+
+        The events hold their counters' shared locks until the commit and the
+        counters move in between, so a concurrent rebuild (which takes the
+        exclusive lock) sees these events either in PostgreSQL or in Redis,
+        never both and never neither.
+        """
+        use_redis = await self.counters.available()
+        if not use_redis and not self.fail_open:
+            raise counters_unavailable()
+        submissions: list[repo.Submission] = []
+        seen: set[tuple[str, str]] = set()
+        for pending in group:
+            # The same id twice in one group (racing replays): the first counts.
+            key = pending.tenant.key
+            fresh = [e for e in pending.events if (key, e.transaction_id) not in seen]
+            seen.update((key, e.transaction_id) for e in fresh)
+            submissions.append(repo.Submission(key, fresh, pending.plan.spec.metrics))
+        counters = {
+            (s.tenant, e.metric, period_of(e.timestamp)) for s in submissions for e in s.events
+        }
+        if not use_redis:
+            self.counters.touched(counter_key(*c) for c in counters)
+        async with self.engine.begin() as conn:
+            inserted = await repo.insert_events(
+                conn, submissions, [repo.counter_lock_id(*c) for c in counters]
+            )
+            if use_redis:
+                try:
+                    await self.counters.apply(inserted.deltas)
+                except CountersDown:
+                    if not self.fail_open:
+                        raise counters_unavailable() from None
+                    use_redis = False  # counted in PostgreSQL; rebuilt once Redis is back
+        return [Written(n, use_redis) for n in inserted.accepted]

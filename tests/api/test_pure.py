@@ -1,0 +1,143 @@
+"""The pure cores, without any server: key format, event judging, periods, settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from tenantry import license as lic
+from tenantry.api.apikeys import token
+from tenantry.api.apikeys.repository import KeyRow
+from tenantry.api.quotas.service import over_quota
+from tenantry.api.settings import ApiSettings, InsecureSettings
+from tenantry.api.tenants.catalog import Plan
+from tenantry.api.usage.periods import HourlyTotals, period_bounds, period_of, period_value
+from tenantry.api.usage.schemas import UsageEvent
+from tenantry.api.usage.validation import judge, parse_batch
+from tenantry.operator.apikey import readiness
+from tenantry.operator.resources import Aggregation, ApiKeySpec, PlanSpec
+
+NOW = dt.datetime(2030, 3, 15, 12, 0, tzinfo=dt.UTC)
+
+
+def plan() -> Plan:
+    return Plan(
+        name="pro",
+        spec=PlanSpec.model_validate({
+            "displayName": "Professional",
+            "price": {"amount": 100, "currency": "USD"},
+            "limits": {"calls": 10},
+            "usageMaxAgeDays": 10,
+            "metrics": [{"name": "calls", "aggregation": "count"},
+                        {"name": "users", "aggregation": "unique_count", "field": "user"}],
+        }),
+    )  # fmt: skip
+
+
+def test_keys_carry_a_checksum_that_catches_typos() -> None:
+    key = token.generate()
+    assert key.startswith("tnty_")
+    assert len(key) == token.KEY_LENGTH == 43
+    assert token.is_well_formed(key)
+    assert token.generate() != key
+    for position in range(5, len(key)):
+        typo = key[:position] + ("a" if key[position] != "a" else "b") + key[position + 1 :]
+        assert not token.is_well_formed(typo), position
+    assert not token.is_well_formed(key[:-1])
+    assert not token.is_well_formed("ghp_" + key[4:])
+    assert not token.is_well_formed(key[:20] + "!" + key[21:])
+    assert token.hash_key(key) == token.hash_key(key)
+    assert len(token.hash_key(key)) == 64
+    assert token.display_prefix(key) == key[:13]
+
+
+def test_events_are_judged_one_by_one() -> None:
+    at = "2030-03-15T11:00:00Z"
+    events = [
+        {"transaction_id": "a", "metric": "calls", "value": 1, "timestamp": at},
+        {"transaction_id": "b", "metric": "calls", "value": 1.0, "timestamp": at},
+        {"transaction_id": "c", "metric": "calls", "value": 1, "timestamp": 1900000000},
+        {"transaction_id": "d", "metric": "users", "value": 1, "timestamp": at,
+         "properties": {"user": True}},
+        {"transaction_id": "e", "metric": "calls", "value": 1, "timestamp": "2030-03-01T11:00:00Z"},
+    ]  # fmt: skip
+    body = json.dumps({"events": events}).encode()
+    parsed, malformed = parse_batch(body)
+    assert [r.index for r in malformed] == [1, 2]
+    assert [r.transaction_id for r in malformed] == ["b", "c"]
+    good, bad = judge(parsed, plan(), NOW, dt.timedelta(minutes=5))
+    assert [e.transaction_id for e in good] == ["a"]
+    assert [(r.index, r.code) for r in bad] == [(3, "missing_property"), (4, "timestamp_too_old")]
+
+
+def test_periods_are_utc_months() -> None:
+    assert period_of(dt.datetime(2030, 1, 1, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))) \
+        == "2029-12"  # fmt: skip
+    assert period_bounds("2030-12") == (
+        dt.datetime(2030, 12, 1, tzinfo=dt.UTC),
+        dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "expected"),
+    [(Aggregation.COUNT, 30), (Aggregation.SUM, 30), (Aggregation.UNIQUE_COUNT, 30),
+     (Aggregation.MAX, 20), (Aggregation.LATEST, 7)],
+)  # fmt: skip
+def test_period_value_by_aggregation(aggregation: Aggregation, expected: int) -> None:
+    totals = HourlyTotals("m", aggregation, total=30, maximum=20, latest=7, latest_at=NOW)
+    assert period_value(totals) == expected
+
+
+def test_over_quota_has_the_license_guard_shape() -> None:
+    error = over_quota(plan(), "calls", 10, 10, 1, "2030-03", NOW)
+    guard = lic.Entitlements(limits={"calls": 10}, plan_code="pro", plan_name="Professional")
+    with pytest.raises(lic.LimitExceeded) as refused:
+        guard.check_limit("calls", 10)
+    assert error.status_code == 429
+    assert set(refused.value.details) <= set(error.details)
+    assert error.details["plan"] == refused.value.details["plan"]
+    assert error.details["resets_at"].startswith("2030-04-01")
+
+
+def test_placeholder_tokens_are_refused_outside_development() -> None:
+    with pytest.raises(InsecureSettings, match="TENANTRY_ADMIN_TOKEN"):
+        ApiSettings(environment="production").refuse_placeholders()
+    with pytest.raises(InsecureSettings, match="TENANTRY_INTROSPECTION_TOKEN"):
+        ApiSettings(admin_token="a" * 32, introspection_token="short").refuse_placeholders()
+    ApiSettings(environment="development").refuse_placeholders()
+    ApiSettings(admin_token="a" * 32, introspection_token="b" * 32).refuse_placeholders()
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        ApiSettings(key_cache_ttl=2)
+
+
+def test_apikey_readiness() -> None:
+    row = KeyRow(
+        id=1, resource_uid="u", resource_namespace="c", resource_name="k", tenant_namespace="c",
+        tenant_name="t", key_prefix="tnty_abcdefgh", key_hash="0" * 64, scopes=frozenset(),
+        expires_at=None, revoked_at=None, created_at=NOW, last_used_at=None,
+    )  # fmt: skip
+    spec = ApiKeySpec.model_validate({"tenantRef": {"name": "t"}})
+    assert readiness(row, spec, "ns/k", True, NOW)[:2] == (True, "Active")
+    assert readiness(row, spec, "ns/k", False, NOW)[:2] == (False, "SecretMissing")
+    expired = KeyRow(**{**row.__dict__, "expires_at": NOW})
+    assert readiness(expired, spec, "ns/k", True, NOW)[:2] == (False, "Expired")
+    revoked = KeyRow(**{**row.__dict__, "revoked_at": NOW})
+    unrevoked = ApiKeySpec.model_validate({"tenantRef": {"name": "t"}, "revoked": False})
+    ok, reason, message = readiness(revoked, unrevoked, "ns/k", True, NOW)
+    assert (ok, reason) == (False, "Revoked")
+    assert "permanent" in message
+
+
+def test_events_carry_whole_numbers_only() -> None:
+    with pytest.raises(ValueError, match="integer"):
+        UsageEvent.model_validate(
+            {
+                "transaction_id": "a",
+                "metric": "m",
+                "value": True,
+                "timestamp": "2030-01-01T00:00:00Z",
+            }
+        )

@@ -1,0 +1,139 @@
+"""The service as a whole: probes, the OpenAPI document, the error shape, start-up refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+import httpx
+import pytest
+from api_harness import TENANTRY, ApiServer, World
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_probes(api_server: ApiServer) -> None:
+    async with api_server.client() as client:
+        health = await client.get("/healthz")
+        ready = await client.get("/readyz")
+        metrics = await client.get("/metrics")
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 200
+    assert ready.json()["database"] == "ok"
+    assert ready.json()["redis"] == "ok"
+    assert ready.json()["redis_failure_mode"] == "fail_open"
+    assert "tenantry_api_redis_up 1" in metrics.text
+
+
+async def test_openapi_matches_what_is_served(api_server: ApiServer) -> None:
+    async with api_server.client() as client:
+        document = (await client.get("/openapi.json")).json()
+    paths = document["paths"]
+    served = {
+        ("post", "/v1/usage"), ("post", "/v1/usage/snapshot"), ("post", "/v1/quota/consume"),
+        ("get", "/v1/quota"), ("get", "/v1/license"), ("get", "/v1/license/jwks.json"),
+        ("get", "/v1/license/public-key"), ("get", "/v1/license/revocations"),
+        ("post", "/internal/api-keys/introspect"),
+        ("get", "/admin/tenants/{namespace}/{name}/api-keys"),
+        ("get", "/admin/tenants/{namespace}/{name}/usage"),
+        ("get", "/admin/tenants/{namespace}/{name}/licenses"),
+        ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
+    }  # fmt: skip
+    assert {(m, p) for p, ops in paths.items() for m in ops} == served
+    schemas = document["components"]["schemas"]
+    # The hand-read usage body is documented, down to the event's fields.
+    body = paths["/v1/usage"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["events"]["maxItems"] == 1000
+    event = schemas["UsageEvent"]
+    assert set(event["required"]) == {"transaction_id", "metric", "value", "timestamp"}
+    # Errors are documented with the one error shape.
+    for path, method, status in [("/v1/usage", "post", "422"), ("/v1/quota/consume", "post",
+                                 "429"), ("/v1/license", "get", "401")]:  # fmt: skip
+        ref = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
+        assert ref == {"$ref": "#/components/schemas/ErrorBody"}
+    # Every $ref resolves.
+    refs = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                refs.add(node["$ref"].rsplit("/", 1)[-1])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    assert refs <= set(schemas)
+
+
+async def test_every_4xx_body_is_readable(make_world: Any, api_server: ApiServer) -> None:
+    world: World = make_world(limits={"api_calls": 0})
+    key = world.issued_key("reader", scopes=["usage:write", "quota:consume"])
+    async with api_server.client(key) as client:
+        answers = [
+            await client.get("/nowhere"),
+            await client.delete("/v1/usage"),
+            await client.post("/v1/usage", content=b"[", headers={"content-type": "x"}),
+            await client.post("/v1/usage", json={"events": [{"metric": 1}]}),
+            await client.post("/v1/quota/consume", json={"metric": "api_calls"}),
+            await client.post("/v1/quota/consume", json={"metric": "api_calls", "extra": 1}),
+            await client.post("/v1/usage/snapshot", json={"snapshot_id": ""}),
+            await client.get("/v1/license"),
+            await client.get("/v1/license/public-key", params={"kid": "k" * 200}),
+        ]
+    async with api_server.client("tnty_" + "x" * 38) as client:
+        answers.append(await client.get("/v1/quota"))
+    async with api_server.client() as client:
+        answers.append(await client.get("/v1/quota"))
+        answers.append(await client.get(f"/admin/tenants/{world.control}/x/usage"))
+    async with api_server.admin() as client:
+        answers.append(await client.get(f"/admin/tenants/{world.control}/x/usage",
+                                        params={"period": "2025-13"}))  # fmt: skip
+    statuses = [a.status_code for a in answers]
+    assert statuses == [404, 405, 400, 422, 429, 422, 422, 403, 422, 401, 401, 401, 422]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/json"
+        body = answer.json()
+        assert set(body) == {"error"}, body
+        error = body["error"]
+        assert set(error) == {"code", "message", "details"}
+        assert error["code"].replace("_", "").isalnum()
+        # A sentence for a person: long enough to say what and how, no Python reprs.
+        assert len(error["message"]) > 30, error
+        assert "Traceback" not in error["message"]
+        assert " object at 0x" not in error["message"], error
+        assert "<class" not in error["message"], error
+
+
+def test_placeholder_tokens_are_refused_outside_development(kube: Any, database: str) -> None:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube.kubeconfig),
+        "TENANTRY_DATABASE_URL": database,
+        "TENANTRY_ENVIRONMENT": "production",
+        "TENANTRY_ADMIN_TOKEN": "change-me",
+        "TENANTRY_INTROSPECTION_TOKEN": "a" * 40,
+    }
+    result = subprocess.run([TENANTRY, "api", "serve", "--port", "1"], env=env,
+                            capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "TENANTRY_ADMIN_TOKEN" in result.stderr
+    assert "openssl rand" in result.stderr
+    # Migrations need no tokens, and running them twice changes nothing.
+    again = subprocess.run([TENANTRY, "api", "migrate"], env=env, capture_output=True,
+                           text=True, timeout=30, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "up to date" in again.stdout
+
+
+def test_development_accepts_placeholders(start_api: Any) -> None:
+    server: ApiServer = start_api(
+        TENANTRY_ENVIRONMENT="development",
+        TENANTRY_ADMIN_TOKEN="change-me",
+        TENANTRY_INTROSPECTION_TOKEN="change-me",
+    )
+    assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
+    assert "placeholder" in server.tail()
