@@ -1,0 +1,156 @@
+"""`make dev`: the whole of Tenantry on this machine, until Ctrl-C.
+
+Starts the local control plane, PostgreSQL and Redis, installs the CRDs,
+runs the API service and the operator as their commands (`tenantry api
+serve`, `tenantry operator`), applies the samples, waits for the sample
+Tenant to be Ready and prints what to type next. Ctrl-C stops everything it
+started, in reverse order. State and logs live in .tenantry/dev/.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from types import FrameType
+
+from testbed import REPO, ControlPlane, Postgres, Redis, Service, TestbedError, ensure_tools, spawn
+
+STATE = REPO / ".tenantry" / "dev"
+KUBECONFIG = REPO / ".tenantry" / "kubeconfig"
+API_PORT = int(os.environ.get("TENANTRY_DEV_API_PORT", "8000"))
+TENANTRY = str(REPO / ".venv" / "bin" / "tenantry")
+
+
+def kubectl(*args: str) -> str:
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(KUBECONFIG), *args],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+
+
+def wait_http(url: str, what: str, service: Service, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise TestbedError(f"{what} exited; see {service.log}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TestbedError(f"{what} did not answer {url} within {timeout:.0f}s; see {service.log}")
+
+
+def main() -> int:
+    tools = ensure_tools("etcd", "kube-apiserver", "kube-controller-manager", "helm")
+    shutil.rmtree(STATE, ignore_errors=True)
+    STATE.mkdir(parents=True)
+    started: list[ControlPlane | Postgres | Redis | Service] = []
+
+    def stop_all(*_: object) -> None:
+        print("\nStopping…", flush=True)
+        for thing in reversed(started):
+            thing.stop()
+        KUBECONFIG.unlink(missing_ok=True)
+        print("Stopped everything make dev started.")
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print("Starting the control plane (etcd, kube-apiserver, kube-controller-manager)…")
+        plane = ControlPlane(STATE / "cluster")
+        started.append(plane)
+        plane.start()
+        shutil.copy(plane.kubeconfig, KUBECONFIG)
+        print("Starting PostgreSQL and Redis…")
+        postgres = Postgres(STATE / "postgres")
+        started.append(postgres)
+        postgres.start()
+        redis = Redis(STATE / "redis")
+        started.append(redis)
+        redis.start()
+
+        kubectl("apply", "-f", str(REPO / "crds"))
+        kubectl("wait", "--for", "condition=Established", "crd", "--all", "--timeout=60s")
+
+        admin_token = secrets.token_urlsafe(24)
+        env = {
+            "KUBECONFIG": str(KUBECONFIG),
+            "TENANTRY_ENVIRONMENT": "development",
+            "TENANTRY_DATABASE_URL": postgres.url,
+            "TENANTRY_REDIS_URL": redis.url,
+            "TENANTRY_ADMIN_TOKEN": admin_token,
+            "TENANTRY_INTROSPECTION_TOKEN": secrets.token_urlsafe(24),
+            "TENANTRY_OPERATOR_HELM": str(tools["helm"]),
+            "TENANTRY_OPERATOR_DATABASE_URL": postgres.url,
+        }
+        print(f"Starting the API service on http://127.0.0.1:{API_PORT}…")
+        api = spawn(
+            "api",
+            [TENANTRY, "api", "serve", "--host", "127.0.0.1", "--port", str(API_PORT)],
+            STATE,
+            env,
+        )
+        started.append(api)
+        wait_http(f"http://127.0.0.1:{API_PORT}/readyz", "the API service", api)
+        print("Starting the operator…")
+        operator = spawn(
+            "operator",
+            [TENANTRY, "operator", "--standalone", "--liveness", "http://127.0.0.1:8081/healthz"],
+            STATE,
+            env,
+        )
+        started.append(operator)
+        wait_http("http://127.0.0.1:8081/healthz", "the operator", operator)
+
+        kubectl("apply", "-f", str(REPO / "manifests" / "samples"))
+        print("Applied manifests/samples; waiting for Tenant customers/acme…")
+        kubectl(
+            "wait", "-n", "customers", "tenant/acme", "--for", "condition=Ready", "--timeout=90s"
+        )
+        kube = f"kubectl --kubeconfig {KUBECONFIG.relative_to(REPO)}"
+        print(
+            f"""
+Tenantry is running.
+
+  {kube} get tenants,subscriptions,apikeys -A
+  {kube} get plans
+  {kube} describe tenant -n customers acme
+  {kube} get all,secrets -n tenant-acme
+  curl -s http://127.0.0.1:{API_PORT}/readyz
+  curl -s http://127.0.0.1:{API_PORT}/v1/license/jwks.json
+
+An instance's API key: {kube} get secret -n tenant-acme acme-instance -o jsonpath='{{.data}}'
+Admin token (this session only): {admin_token}
+Logs: {STATE.relative_to(REPO)}/{{operator,api,kube-apiserver,postgres,redis}}.log
+
+Press Ctrl-C to stop everything.""",
+            flush=True,
+        )
+        while True:
+            for service in (api, operator):
+                if service.process.poll() is not None:
+                    raise TestbedError(f"{service.name} exited; see {service.log}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        stop_all()
+        return 0
+    except (TestbedError, subprocess.CalledProcessError) as error:
+        detail = error.stderr if isinstance(error, subprocess.CalledProcessError) else error
+        print(f"make dev: {detail}", file=sys.stderr)
+        stop_all()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
