@@ -24,6 +24,15 @@ DRIFT_INTERVAL = 3.0
 """Seconds between the operator's drift repairs in the tests."""
 
 
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as in JOSE."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def wait_for(check: Callable[[], T], what: str, timeout: float = 30, interval: float = 0.2) -> T:
     """Poll until `check` returns something truthy; fail saying what never happened."""
     deadline = time.monotonic() + timeout

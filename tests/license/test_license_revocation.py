@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
+from support import b64url, unb64url
 
 from tenantry.license import (
     UNLICENSED_ENTITLEMENTS,
@@ -24,14 +24,6 @@ from tenantry.license import (
 
 Check = Callable[..., LicenseStatus]
 ClaimsFactory = Callable[..., LicenseClaims]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def test_revoked_license_verifies_as_revoked(
@@ -76,9 +68,9 @@ def test_tampered_revocation_list_is_rejected(
     header, payload, signature = issue_revocation_list(
         ["abc", "def"], signing_key, now, issuer
     ).split(".")
-    body = json.loads(_unb64(payload))
+    body = json.loads(unb64url(payload))
     body["revokedJtis"] = ["def"]  # try to un-revoke "abc"
-    tampered = f"{header}.{_b64(json.dumps(body).encode())}.{signature}"
+    tampered = f"{header}.{b64url(json.dumps(body).encode())}.{signature}"
     with pytest.raises(RevocationListError, match="bad signature"):
         RevocationList.verify(tampered, KeySet([signing_key]), issuer)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -13,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from support import b64url, unb64url
 
 from tenantry.license import (
     LICENSE_TYP,
@@ -34,17 +34,9 @@ Check = Callable[..., LicenseStatus]
 ClaimsFactory = Callable[..., LicenseClaims]
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _forge(header: dict[str, Any], payload: dict[str, Any], sign: Callable[[bytes], bytes]) -> str:
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
-    return f"{signing_input}.{_b64(sign(signing_input.encode()))}"
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
+    return f"{signing_input}.{b64url(sign(signing_input.encode()))}"
 
 
 def _ed25519_signer(key: SigningKey) -> Callable[[bytes], bytes]:
@@ -88,7 +80,7 @@ def test_token_payload_uses_camel_case_and_epoch_seconds(
     rsa_key: SigningKey, make_claims: ClaimsFactory, now: datetime
 ) -> None:
     token = issue(make_claims(trial={"is_trial_mode": True, "ends_at": now}), rsa_key)
-    payload = json.loads(_unb64(token.split(".")[1]))
+    payload = json.loads(unb64url(token.split(".")[1]))
     assert payload["trial"] == {"isTrialMode": True, "endsAt": int(now.timestamp())}
     assert payload["subscription"]["status"] == "active"
     assert isinstance(payload["subscription"]["currentPeriodEnd"], int)
@@ -150,9 +142,9 @@ def test_tampered_payload_is_rejected(
     signing_key: SigningKey, make_claims: ClaimsFactory, check: Check
 ) -> None:
     header, payload, signature = issue(make_claims(), signing_key).split(".")
-    claims = json.loads(_unb64(payload))
+    claims = json.loads(unb64url(payload))
     claims["limits"]["devices"] = 5000
-    tampered = f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
+    tampered = f"{header}.{b64url(json.dumps(claims).encode())}.{signature}"
     status = check(tampered, KeySet([signing_key]))
     _assert_invalid(status, InvalidReason.BAD_SIGNATURE, "bad signature")
     assert status.claims is None
