@@ -237,3 +237,17 @@ def published_keys(kube: Kube) -> lic.KeySet:
     assert secret is not None, "the operator created no signing-key Secret"
     data = {key: decoded(secret, key) for key in secret["data"]}
     return lic.KeyRing.from_secret_data(data).public_keys()
+
+
+def service_account_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
+    """A kubeconfig acting as a ServiceAccount of manifests/deploy (applied here)."""
+    deploy = REPO / "manifests" / "deploy"
+    kube.kubectl("apply", "-f", str(deploy / "00-namespace.yaml"), "-f", str(deploy / "rbac.yaml"))
+    token = kube.kubectl(
+        "create", "token", account, "-n", "tenantry-system", "--duration=1h"
+    ).strip()
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from support import (
     REPO,
     Kube,
     OperatorProcess,
     get_tenant,
     provision,
+    service_account_kubeconfig,
     unique_names,
     wait_for,
 )
@@ -19,22 +19,9 @@ from support import (
 pytestmark = pytest.mark.cluster
 
 
-def service_account_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
-    token = kube.kubectl(
-        "create", "token", account, "-n", "tenantry-system", "--duration=1h"
-    ).strip()
-    config = yaml.safe_load(kube.kubeconfig.read_text())
-    for user in config["users"]:
-        user["user"] = {"token": token}
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_operator_provisions_and_deletes_under_its_own_role(
     kube: Kube, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    deploy = REPO / "manifests" / "deploy"
-    kube.kubectl("apply", "-f", str(deploy / "00-namespace.yaml"), "-f", str(deploy / "rbac.yaml"))
     restricted = Kube(
         service_account_kubeconfig(kube, "tenantry-operator", tmp_path / "kubeconfig"),
         kube.helm_binary,

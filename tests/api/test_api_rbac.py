@@ -1,0 +1,48 @@
+"""The API service does its job with the permissions manifests/deploy grants it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import Kube, service_account_kubeconfig, wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_api_serves_instances_and_reports_usage_under_its_own_role(
+    kube: Kube, make_world: Any, start_api: Any, tmp_path: Path
+) -> None:
+    kubeconfig = service_account_kubeconfig(kube, "tenantry-api", tmp_path / "kubeconfig")
+    world = make_world()
+    key = world.issued_key()
+    server = start_api(KUBECONFIG=str(kubeconfig))
+
+    now = dt.datetime.now(dt.UTC).isoformat()
+    async with server.client(key) as instance:
+        license_response = await instance.get("/v1/license")
+        usage = await instance.post(
+            "/v1/usage",
+            json={"events": [
+                {"transaction_id": "rbac-1", "metric": "messages", "value": 7, "timestamp": now}
+            ]},
+        )  # fmt: skip
+        jwks = await instance.get("/v1/license/jwks.json")
+        revocations = await instance.get("/v1/license/revocations")
+    assert license_response.status_code == 200, license_response.text
+    assert usage.status_code == 200, usage.text
+    assert jwks.status_code == 200, jwks.text
+    assert revocations.status_code == 200, revocations.text
+    wait_for(
+        lambda: (
+            ((world.tenant_object() or {}).get("status", {}).get("usage") or {})
+            .get("metrics", {})
+            .get("messages")
+            == 7
+        ),
+        "the usage summary in the Tenant's status",
+    )
+    log = server.log.read_text()
+    assert "forbidden" not in log.lower(), server.tail()
