@@ -56,8 +56,9 @@ class ApiSettings(BaseSettings):
         default="tenantry-system",
         description="The operator's namespace (signing keys and revocation list Secrets).",
     )
-    signing_key_secret: str = Field(
-        default="tenantry-signing-keys", description="Secret with the license signing keys."
+    public_keys_configmap: str = Field(
+        default="tenantry-public-keys",
+        description="ConfigMap with the public halves of the license signing keys.",
     )
     revocation_secret: str = Field(
         default="tenantry-revocations", description="Secret with the signed revocation list."

@@ -40,6 +40,7 @@ def _keys_rotate(args: argparse.Namespace) -> int:
                 settings.namespace,
                 settings.signing_key_secret,
                 args.algorithm or settings.signing_algorithm,
+                public_name=settings.public_keys_configmap,
             )
             return await keys.rotate(
                 dt.datetime.now(dt.UTC),

@@ -17,13 +17,16 @@ import kopf
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace, Secret
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
 
 from tenantry import license as lic
 from tenantry.operator.provisioning import MANAGED_BY
 
 SIGNING_KEYS_LABEL = {"tenantry.io/signing-keys": "true"}
 REVOCATIONS_LABEL = {"tenantry.io/revocations": "true"}
+PUBLIC_KEYS_LABEL = {"tenantry.io/public-keys": "true"}
+JWKS_ENTRY = "jwks.json"
+ACTIVE_KID_ENTRY = "active-kid"
 REVOCATIONS_JWT_ENTRY = "revocations.jwt"
 REVOCATIONS_INDEX_ENTRY = "revoked.json"
 _ATTEMPTS = 5
@@ -84,12 +87,17 @@ async def ensure_namespace(client: AsyncClient, name: str) -> None:
 
 @dataclass
 class SigningKeys:
-    """The key ring in its Secret, re-read only when the Secret changed."""
+    """The key ring in its Secret, re-read only when the Secret changed.
+
+    Its public halves are published in a ConfigMap of their own, so that
+    whatever serves them (the API) never needs to read the private keys.
+    """
 
     client: AsyncClient
     namespace: str
     name: str
     algorithm: lic.Algorithm = "RS256"
+    public_name: str = "tenantry-public-keys"
     _ring: lic.KeyRing | None = None
     _version: str | None = None
 
@@ -105,9 +113,25 @@ class SigningKeys:
             return await self.current()
         version = secret.metadata.resourceVersion if secret.metadata else None
         if self._ring is None or version != self._version:
-            self._ring = lic.KeyRing.from_secret_data(_decode(secret.data))
-            self._version = version
+            ring = lic.KeyRing.from_secret_data(_decode(secret.data))
+            await self.publish(ring)
+            self._ring, self._version = ring, version
         return self._ring
+
+    async def publish(self, ring: lic.KeyRing) -> None:
+        """Write the public keys (a JWKS) and the active kid to their ConfigMap."""
+        config_map = ConfigMap(
+            metadata=ObjectMeta(
+                name=self.public_name,
+                namespace=self.namespace,
+                labels={**MANAGED_BY, **PUBLIC_KEYS_LABEL},
+            ),
+            data={
+                JWKS_ENTRY: json.dumps(ring.public_keys().to_jwks(), sort_keys=True),
+                ACTIVE_KID_ENTRY: ring.active.kid,
+            },
+        )
+        await self.client.apply(config_map, field_manager="tenantry-operator", force=True)
 
     async def rotate(
         self, now: dt.datetime, *, license_ttl: dt.timedelta, grace: dt.timedelta
@@ -130,9 +154,11 @@ class SigningKeys:
                 if record.retired_at is not None:
                     ring.note_signed(record.kid, record.retired_at + license_ttl)
             outcome["dropped"] = ring.prune(now, grace)
+            outcome["ring"] = ring
             return ring.to_secret_data()
 
         await self._write(change)
+        await self.publish(outcome["ring"])  # type: ignore[arg-type]
         return str(outcome["kid"]), list(outcome["dropped"])  # type: ignore[call-overload]
 
     async def _create_if_missing(self, data: dict[str, str] | None) -> dict[str, str]:

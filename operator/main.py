@@ -48,7 +48,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         cluster = Cluster(client)
         helm = HelmClient(executable=config.helm, default_timeout=config.helm_timeout)
         keys = SigningKeys(
-            client, config.namespace, config.signing_key_secret, config.signing_algorithm
+            client,
+            config.namespace,
+            config.signing_key_secret,
+            config.signing_algorithm,
+            public_name=config.public_keys_configmap,
         )
         ring = await keys.current()  # created on first start
         log.info("Signing licenses with key %s", ring.active.kid)

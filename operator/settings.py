@@ -23,6 +23,10 @@ class OperatorSettings(BaseSettings):
         default="tenantry-signing-keys", description="Secret holding the license signing keys."
     )
     signing_algorithm: Literal["RS256", "EdDSA"] = "RS256"
+    public_keys_configmap: str = Field(
+        default="tenantry-public-keys",
+        description="ConfigMap with the signing keys' public halves (what the API publishes).",
+    )
     revocation_secret: str = Field(
         default="tenantry-revocations",
         description="Secret holding the signed list of revoked license ids.",

@@ -1,9 +1,17 @@
-"""License material from the operator's Secrets; public keys only ever leave here."""
+"""License material the operator publishes: public keys, licenses, the revocation list.
+
+The public keys come from a ConfigMap the operator writes beside the signing
+keys, so this service never reads a private key.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
+
+from lightkube.core.exceptions import ApiError as KubeApiError
+from lightkube.resources.core_v1 import ConfigMap
 
 from tenantry import license as lic
 from tenantry.api.errors import NotFound
@@ -13,6 +21,8 @@ from tenantry.api.tenants.catalog import Tenant, TtlCache
 from tenantry.api.tenants.kube import Kube
 
 LICENSE_KEY = "license.jwt"
+JWKS_ENTRY = "jwks.json"
+ACTIVE_KID_ENTRY = "active-kid"
 REVOCATIONS_KEY = "revocations.jwt"
 _A = "tenantry.io/"
 
@@ -24,21 +34,44 @@ class PublicKeys:
 
 
 class LicenseService:
-    def __init__(self, kube: Kube, settings: ApiSettings, ttl: float = 30.0) -> None:
+    def __init__(
+        self, kube: Kube, settings: ApiSettings, ttl: float = 30.0, document_ttl: float = 2.0
+    ) -> None:
         self.kube = kube
         self.settings = settings
-        self._keys: TtlCache[str, PublicKeys | None] = TtlCache(
-            ttl, self._read_keys, "signing keys"
+        self._keys: TtlCache[str, PublicKeys | None] = TtlCache(ttl, self._read_keys, "public keys")
+        # Short caches: a re-issued license or a new revocation shows within
+        # seconds, and instances polling cannot flood the Kubernetes API.
+        self._revocations: TtlCache[str, str | None] = TtlCache(
+            document_ttl, self._read_revocations, "revocation list"
+        )
+        self._licenses: TtlCache[str, tuple[dict[str, str], dict[str, str]] | None] = TtlCache(
+            document_ttl, self._read_license, "license of"
         )
 
     async def _read_keys(self, _: str) -> PublicKeys | None:
         settings = self.settings
-        data = await self.kube.secret_data(settings.namespace, settings.signing_key_secret)
-        if data is None:
+        try:
+            config_map = await self.kube.client.get(
+                ConfigMap, settings.public_keys_configmap, namespace=settings.namespace
+            )
+        except KubeApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+        data = config_map.data or {}
+        if JWKS_ENTRY not in data or ACTIVE_KID_ENTRY not in data:
             return None
-        ring = lic.KeyRing.from_secret_data(data)
-        # Keep the public halves only; the ring with its private keys is dropped here.
-        return PublicKeys(ring.public_keys(), ring.active.kid)
+        return PublicKeys(
+            lic.KeySet.from_jwks(json.loads(data[JWKS_ENTRY])), data[ACTIVE_KID_ENTRY]
+        )
+
+    async def _read_revocations(self, _: str) -> str | None:
+        data = await self.kube.secret_data(self.settings.namespace, self.settings.revocation_secret)
+        return (data or {}).get(REVOCATIONS_KEY)
+
+    async def _read_license(self, namespace: str) -> tuple[dict[str, str], dict[str, str]] | None:
+        return await self.kube.secret(namespace, self.settings.license_secret)
 
     async def public_keys(self) -> PublicKeys:
         keys = await self._keys.get("ring")
@@ -62,8 +95,7 @@ class LicenseService:
         return wanted, key.public_pem()
 
     async def revocation_list(self) -> str:
-        data = await self.kube.secret_data(self.settings.namespace, self.settings.revocation_secret)
-        token = (data or {}).get(REVOCATIONS_KEY)
+        token = await self._revocations.get("list")
         if not token:
             raise NotFound(
                 "No revocation list has been published yet, so no license is revoked. Keep "
@@ -75,7 +107,7 @@ class LicenseService:
     async def license_for(self, tenant: Tenant) -> LicenseDocument:
         found = None
         if tenant.instance_namespace:
-            found = await self.kube.secret(tenant.instance_namespace, self.settings.license_secret)
+            found = await self._licenses.get(tenant.instance_namespace)
         data, annotations = found or ({}, {})
         token = data.get(LICENSE_KEY)
         if not token:

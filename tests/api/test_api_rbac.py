@@ -46,3 +46,12 @@ async def test_api_serves_instances_and_reports_usage_under_its_own_role(
     )
     log = server.log.read_text()
     assert "forbidden" not in log.lower(), server.tail()
+    # The role reads licenses, and no private key material.
+    api = Kube(kubeconfig, kube.helm_binary)
+
+    def can_get(what: str, namespace: str) -> str:
+        return api.kubectl("auth", "can-i", "get", what, "-n", namespace, check=False).strip()
+
+    assert can_get("secret/tenantry-license", world.target) == "yes"
+    assert can_get("secret/tenantry-signing-keys", "tenantry-system") == "no"
+    assert can_get("secret/api-key-secret", world.target) == "no"
