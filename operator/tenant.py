@@ -17,7 +17,9 @@ from typing import Any
 
 import kopf
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
+from tenantry.api.apikeys import repository as apikeys_repository
 from tenantry.api.licenses.repository import LicenseAction
 from tenantry.operator import history, licensing
 from tenantry.operator.conditions import condition, merge_conditions
@@ -321,6 +323,7 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
     name, namespace = body.metadata.name, body.metadata.namespace
     assert name
     assert namespace
+    await revoke_api_keys(ctx, body, logger)
     # The namespace status recorded wins: the spec may have changed since.
     target: str | None = body.status.get("namespace")
     if not target:
@@ -340,6 +343,25 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
         # Held until the namespace is gone, so a Tenant re-created under the
         # same name never meets the old one's leftovers.
         raise kopf.TemporaryError(f"Waiting for namespace {target} to be deleted", delay=2)
+
+
+async def revoke_api_keys(ctx: Context, body: kopf.Body, logger: Any) -> None:
+    """A deleted Tenant's keys die with it, so a Tenant re-created under the same
+    name never inherits them."""
+    if ctx.database is None:
+        return
+    try:
+        async with ctx.database.begin() as conn:
+            revoked = await apikeys_repository.revoke_tenant_keys(
+                conn, body.metadata.namespace or "", body.metadata.name or "", utcnow()
+            )
+    except SQLAlchemyError as error:
+        raise kopf.TemporaryError(
+            f"Revoking the tenant's API keys failed: {error.__class__.__name__}", delay=5
+        ) from error
+    if revoked:
+        logger.info(f"Revoked {revoked} API key(s) of the deleted Tenant")
+        kopf.info(body, reason="ApiKeysRevoked", message=f"Revoked {revoked} API key(s)")
 
 
 def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float) -> None:

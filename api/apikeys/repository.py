@@ -141,6 +141,20 @@ async def revoke(conn: AsyncConnection, resource_uid: str, at: dt.datetime) -> d
     return None if row is None else row.revoked_at
 
 
+async def revoke_tenant_keys(
+    conn: AsyncConnection, namespace: str, name: str, at: dt.datetime
+) -> int:
+    """Revoke every key of a tenant (it is being deleted); how many were still active."""
+    result = await conn.execute(
+        text(
+            "UPDATE api_keys SET revoked_at = :at"
+            " WHERE tenant_namespace = :ns AND tenant_name = :name AND revoked_at IS NULL"
+        ),
+        {"ns": namespace, "name": name, "at": at},
+    )
+    return int(result.rowcount)
+
+
 async def record_last_used(conn: AsyncConnection, used: Mapping[int, dt.datetime]) -> None:
     if not used:
         return
