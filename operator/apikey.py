@@ -147,6 +147,23 @@ class Keys:
             # 409: written meanwhile (another replica); the next attempt reads it back.
             raise retry_later(error, f"Creating Secret {namespace}/{name}") from error
 
+    async def delete_secrets_of(self, uid: str) -> list[str]:
+        """Delete every Secret labelled as this ApiKey's; their `namespace/name`s.
+
+        Found by label rather than by status: an operator stopped between
+        writing the Secret and recording it leaves no `status.secretRef`.
+        """
+        deleted = []
+        try:
+            async for secret in self.client.list(Secret, namespace="*", labels={UID_LABEL: uid}):
+                assert secret.metadata is not None
+                namespace, name = secret.metadata.namespace or "", secret.metadata.name or ""
+                if await self.delete_secret(namespace, name, uid):
+                    deleted.append(f"{namespace}/{name}")
+        except ApiError as error:
+            raise retry_later(error, f"Listing the Secrets of ApiKey {uid}") from error
+        return deleted
+
     async def delete_secret(self, namespace: str, name: str, uid: str) -> bool:
         """Delete the key's Secret if it is this ApiKey's; True if one was deleted."""
         secret = await self.read_secret(namespace, name)
@@ -370,11 +387,8 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Logger) -> None:
             raise _database_error(error) from error
         if row is not None and row.revoked_at is None:
             logger.info(f"Revoked key {row.key_prefix}... of deleted ApiKey")
-    secret_ref = body.status.get("secretRef")
-    if secret_ref and "/" in secret_ref:
-        namespace, name = secret_ref.split("/", 1)
-        if await Keys(ctx).delete_secret(namespace, name, uid):
-            logger.info(f"Deleted Secret {secret_ref}")
+    for secret_ref in await Keys(ctx).delete_secrets_of(uid):
+        logger.info(f"Deleted Secret {secret_ref}")
 
 
 def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
