@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people leave in example files; refused outside development.
@@ -103,6 +103,13 @@ class ApiSettings(BaseSettings):
                 "has to stop working within a second"
             )
         return self
+
+    @field_validator("admin_token", "introspection_token", mode="before")
+    @classmethod
+    def _strip_token(cls, value: object) -> object:
+        # Tokens mounted from a Secret file often end in a newline, which no
+        # client sends: stripped here, or the token could never match.
+        return value.strip() if isinstance(value, str) else value
 
     def refuse_placeholders(self) -> None:
         """Raise `InsecureSettings` if a token is a placeholder outside development.
