@@ -18,7 +18,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("tenantry.api")
@@ -201,6 +208,51 @@ async def _database_unavailable(request: Request, error: Exception) -> JSONRespo
     )
 
 
+async def _database_refused(request: Request, error: Exception) -> JSONResponse:
+    # Data checks happen before the database; what still reaches it and is refused
+    # is the request's data (a value out of range, a character it cannot store).
+    log.warning("Database refused data on %s %s: %s", request.method, request.url.path, error)
+    if isinstance(error, DataError):
+        return JSONResponse(
+            error_body(
+                "unstorable_value",
+                "The database cannot store a value of this request (out of range, or a "
+                "character it does not accept); nothing of it was counted. Check the values "
+                "and properties sent.",
+                {"reason": _first_line(error)},
+            ),
+            status_code=422,
+        )
+    return JSONResponse(
+        error_body(
+            "conflict",
+            "The request conflicts with data already recorded; nothing of it was counted. "
+            "Retry: retries are safe, events count once per transaction id.",
+            {"reason": _first_line(error)},
+        ),
+        status_code=409,
+    )
+
+
+def _first_line(error: Exception) -> str:
+    original = getattr(error, "orig", None) or error
+    return str(original).strip().splitlines()[0] if str(original).strip() else type(error).__name__
+
+
+async def _database_failed(request: Request, error: Exception) -> JSONResponse:
+    # Not the request's data: the database or Redis failed it. Retrying is the answer.
+    log.error("Storage failed on %s %s", request.method, request.url.path, exc_info=error)
+    return JSONResponse(
+        error_body(
+            "storage_error",
+            "Storing or reading the data failed, so this request may not have been recorded. Retry "
+            "shortly: retries are safe, events count once per transaction id.",
+        ),
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("Failed %s %s", request.method, request.url.path, exc_info=error)
     return JSONResponse(
@@ -217,4 +269,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(DataError, _database_refused)
+    app.add_exception_handler(IntegrityError, _database_refused)
+    app.add_exception_handler(SQLAlchemyError, _database_failed)
+    app.add_exception_handler(RedisError, _database_failed)
     app.add_exception_handler(Exception, _unexpected)

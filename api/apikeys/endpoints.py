@@ -26,9 +26,17 @@ from tenantry.api.auth import (
     resolve_key,
     utcnow,
 )
-from tenantry.api.errors import Unauthorized, Unavailable, Unprocessable, parse_body, responses
+from tenantry.api.errors import (
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    parse_body,
+    responses,
+)
 from tenantry.api.quotas.endpoints import quotas_of
 from tenantry.api.runtime import Runtime
+from tenantry.api.tenants.catalog import existing_tenant
 
 log = logging.getLogger("tenantry.api.keys")
 router = APIRouter()
@@ -124,9 +132,10 @@ async def answer(rt: Runtime, presented: str, key_hash: str) -> bytes:
     tags=["admin"],
     summary="A tenant's API keys (never the keys themselves)",
     dependencies=[Depends(admin_token)],
-    responses=responses(Unauthorized),
+    responses=responses(Unauthorized, NotFound, Unavailable),
 )
 async def list_keys(namespace: str, name: str, rt: RuntimeDep) -> ApiKeyList:
+    await existing_tenant(rt.catalog, namespace, name)
     async with rt.engine.connect() as conn:
         rows = await repo.list_for_tenant(conn, namespace, name)
     now = utcnow()

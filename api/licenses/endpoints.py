@@ -17,6 +17,7 @@ from tenantry.api.licenses.schemas import (
     LicenseHistoryEntry,
     RevocationListDocument,
 )
+from tenantry.api.tenants.catalog import existing_tenant
 
 router = APIRouter(tags=["licenses"])
 
@@ -73,11 +74,15 @@ async def revocations(rt: RuntimeDep) -> RevocationListDocument:
     tags=["admin"],
     summary="Every license signed for a tenant (hashes, never tokens)",
     dependencies=[Depends(admin_token)],
-    responses=responses(Unauthorized),
+    responses=responses(Unauthorized, NotFound, Unavailable),
 )
 async def license_history(namespace: str, name: str, rt: RuntimeDep) -> LicenseHistory:
     async with rt.engine.connect() as conn:
         records = await repo.history(conn, namespace, name)
+    if not records:
+        # A deleted tenant's history stays readable (it is an audit trail);
+        # only a tenant that never had a license and does not exist is a 404.
+        await existing_tenant(rt.catalog, namespace, name)
     return LicenseHistory(
         tenant=f"{namespace}/{name}",
         licenses=[

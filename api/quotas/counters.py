@@ -23,7 +23,9 @@ from enum import IntEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tenantry.api.usage.periods import period_bounds
 from tenantry.api.usage.repository import CounterDelta
@@ -40,25 +42,27 @@ if not v then return {-1, 0} end
 v = tonumber(v)
 local limit, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
 if limit >= 0 and v + amount > limit then return {0, v} end
-return {1, redis.call('INCRBY', KEYS[1], amount)}
+-- The amount as sent (a string), not `amount`: Lua numbers are doubles.
+return {1, redis.call('INCRBY', KEYS[1], ARGV[2])}
 """
 
 # Per key: op, value, time (ms). Counters that do not exist are left alone:
 # the rebuild that creates them reads PostgreSQL, which has these events.
+# Values are written as sent (strings): Lua numbers are doubles, exact only to 2^53.
 _APPLY = """
 for i, key in ipairs(KEYS) do
-  local op, v, at = ARGV[3*i-2], tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local op, raw, at = ARGV[3*i-2], ARGV[3*i-1], tonumber(ARGV[3*i])
   local current = redis.call('GET', key)
   if current then
     if op == 'add' then
-      redis.call('INCRBY', key, v)
+      redis.call('INCRBY', key, raw)
     elseif op == 'max' then
-      if v > tonumber(current) then redis.call('SET', key, v, 'KEEPTTL') end
+      if tonumber(raw) > tonumber(current) then redis.call('SET', key, raw, 'KEEPTTL') end
     elseif op == 'latest' then
       local seen = tonumber(redis.call('GET', key .. ':at') or '-1')
       if at >= seen then
-        redis.call('SET', key, v, 'KEEPTTL')
-        redis.call('SET', key .. ':at', at, 'KEEPTTL')
+        redis.call('SET', key, raw, 'KEEPTTL')
+        redis.call('SET', key .. ':at', ARGV[3*i], 'KEEPTTL')
       end
     end
   end
@@ -91,6 +95,12 @@ class CountersDown(Exception):
     """Redis did not answer; the caller falls back per the failure mode."""
 
 
+OUTAGE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+"""What counts as Redis being away. Any other error (a script's ResponseError:
+a corrupt counter, an overflow) is about one request's data, not Redis's
+health: it must not switch every request to the fallback."""
+
+
 def counter_key(tenant: str, metric: str, period: str) -> str:
     return f"quota:{tenant}:{metric}:{period}"
 
@@ -101,6 +111,13 @@ def _op(aggregation: Aggregation) -> str:
     if aggregation == Aggregation.LATEST:
         return "latest"
     return "add"
+
+
+def _number(raw: bytes | str | None) -> int | None:
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
 
 
 def expiry_seconds(period: str, now: dt.datetime) -> int:
@@ -157,43 +174,74 @@ class Counters:
             if self._recovered():  # another request's probe won while we waited
                 return True
             self._last_probe = time.monotonic()
-            stale = list(self._touched)
             try:
                 await self.redis.ping()
-                if stale:
-                    await self.redis.delete(*stale, *(k + ":at" for k in stale))
+                dropped = await self._drop_touched()
             except RedisError as error:
                 self.last_error = f"{type(error).__name__}: {error}"
                 return False
-            self._touched.difference_update(stale)
             self.up = True
             down = time.monotonic() - (self.down_since or time.monotonic())
             self.down_since = None
+            try:
+                # Requests that found Redis down while the probe ran wrote only to
+                # PostgreSQL and touched their counters after the first drop.
+                dropped += await self._drop_touched()
+            except RedisError as error:
+                self._fault(error)
+                return False
             log.warning(
                 "Redis is reachable again after %.1f s; dropped %d counters written meanwhile, "
                 "rebuilt from PostgreSQL on next use",
                 down,
-                len(stale),
+                dropped,
             )
             return True
+
+    async def _drop_touched(self) -> int:
+        """Delete the touched counters until none are left; how many were dropped."""
+        dropped = 0
+        while self._touched:
+            stale = list(self._touched)
+            await self.redis.delete(*stale, *(k + ":at" for k in stale))
+            self._touched.difference_update(stale)
+            dropped += len(stale)
+        return dropped
 
     # --------------------------------------------------------- operations
 
     async def consume(self, key: str, limit: int, amount: int) -> Decision:
         try:
-            outcome, value = await self._consume(keys=[key], args=[limit, amount])
-        except RedisError as error:
+            # Numbers as strings: the script hands `amount` to INCRBY untouched.
+            outcome, value = await self._consume(keys=[key], args=[str(limit), str(amount)])
+        except OUTAGE as error:
             self.touched([key])  # it may have counted before the answer was lost
             raise self._fault(error) from error
+        except RedisError:
+            # The script failed on this counter (e.g. not a number): drop it, so
+            # the next use rebuilds it from PostgreSQL; Redis itself is fine.
+            await self.forget([key])
+            raise
         return Decision(Outcome(int(outcome)), int(value))
 
-    async def undo(self, key: str, amount: int) -> None:
-        """Give back an admission whose transaction then failed."""
+    async def forget(self, keys: Sequence[str]) -> None:
+        """Drop counters (and their `:at`) whose movement may not match PostgreSQL.
+
+        Used when a write failed after its counters moved, whichever way its
+        commit went: deleting is right either way, since the next use rebuilds
+        the counter from PostgreSQL under the exclusive lock. If Redis cannot be
+        told now, the counters are dropped once it answers again. Never raises.
+        """
+        if not keys:
+            return
         try:
-            await self.redis.decrby(key, amount)
+            await self.redis.delete(*keys, *(k + ":at" for k in keys))
         except RedisError as error:
-            self.touched([key])
-            raise self._fault(error) from error
+            self.touched(keys)
+            if isinstance(error, OUTAGE):
+                self._fault(error)
+            else:
+                log.error("Could not drop counters %s: %s", list(keys), error)
 
     async def apply(self, deltas: Sequence[CounterDelta]) -> None:
         if not deltas:
@@ -201,18 +249,20 @@ class Counters:
         keys = [counter_key(d.tenant, d.metric, d.period) for d in deltas]
         args: list[Any] = []
         for d in deltas:
-            args += [_op(d.aggregation), d.value, d.latest_ms]
+            args += [_op(d.aggregation), str(d.value), str(d.latest_ms)]
         try:
             await self._apply(keys=keys, args=args)
-        except RedisError as error:
+        except OUTAGE as error:
             self.touched(keys)
             raise self._fault(error) from error
 
     async def seed(self, key: str, value: int, latest_ms: int | None, ttl: int) -> None:
         """Create a counter from PostgreSQL's figure, unless one appeared meanwhile."""
         try:
-            await self._seed(keys=[key], args=[value, "" if latest_ms is None else latest_ms, ttl])
-        except RedisError as error:
+            await self._seed(
+                keys=[key], args=[str(value), "" if latest_ms is None else str(latest_ms), ttl]
+            )
+        except OUTAGE as error:
             raise self._fault(error) from error
 
     async def read(self, keys: Sequence[str]) -> list[int | None]:
@@ -238,12 +288,13 @@ class Counters:
                 # The command itself: `mget()` adds a layer of argument handling per call.
                 values = await self.redis.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]
             except RedisError as error:
-                down = self._fault(error)
+                failure = self._fault(error) if isinstance(error, OUTAGE) else error
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(down)
+                        future.set_exception(failure)
                 continue
-            found = {k: None if v is None else int(v) for k, v in zip(keys, values, strict=True)}
+            # A counter that is not a number is as good as missing: it is rebuilt.
+            found = {k: _number(v) for k, v in zip(keys, values, strict=True)}
             for wanted, future in batch:
                 if not future.done():
                     future.set_result([found[k] for k in wanted])

@@ -6,7 +6,6 @@ import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlalchemy.exc import SQLAlchemyError
 
 from tenantry.api.auth import Caller, RuntimeDep, scoped, utcnow
 from tenantry.api.errors import (
@@ -19,10 +18,11 @@ from tenantry.api.errors import (
     responses,
 )
 from tenantry.api.quotas import service
-from tenantry.api.quotas.counters import CountersDown
+from tenantry.api.quotas.counters import CountersDown, counter_key
 from tenantry.api.quotas.schemas import ConsumeRequest, ConsumeResult, Quotas
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import Plan, Tenant
+from tenantry.api.usage.periods import period_of
 from tenantry.api.usage.writer import counters_unavailable
 
 router = APIRouter(tags=["quotas"])
@@ -108,13 +108,20 @@ async def consume(
         except QuotaExceeded:
             rt.tally.quota_refused += 1
             raise
-        except SQLAlchemyError:
-            # The commit failed after Redis counted it: give it back (or, if Redis is
-            # away too, the counter is dropped and rebuilt once it returns).
+        except BaseException:
+            # Redis counted it but the commit failed, or its answer was lost: the event
+            # may be in PostgreSQL or not. Giving the amount back would guess; dropping
+            # the counter has the next use rebuild it from PostgreSQL (or, if Redis is
+            # away too, it is dropped once Redis returns).
             if outcome is not None and outcome.counted_in_redis:
-                with contextlib.suppress(CountersDown):
-                    await rt.counters.undo(outcome.counted_in_redis, request.amount)
+                await rt.counters.forget([outcome.counted_in_redis])
             raise
+        if not redis and rt.counters.up:
+            # Redis came back while this was counted in PostgreSQL alone: drop the
+            # counter after the commit, so its rebuild sees this event.
+            await rt.counters.forget(
+                [counter_key(caller.tenant.key, request.metric, period_of(now))]
+            )
         rt.tally.quota_admitted += 1
         if not outcome.result.duplicate:
             if not redis:

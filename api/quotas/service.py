@@ -39,7 +39,7 @@ class NeedsRebuild(Exception):
 @dataclass(frozen=True)
 class ConsumeOutcome:
     result: ConsumeResult
-    counted_in_redis: str | None  # the counter incremented, to undo if the commit fails
+    counted_in_redis: str | None  # the counter incremented, dropped if the commit fails
 
 
 def over_quota(plan: Plan, metric: str, limit: int, current: int, amount: int, period: str,

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from tenantry.api.errors import Unavailable
+from tenantry.api.errors import NotFound, Unavailable
 from tenantry.api.tenants.kube import Kube
 from tenantry.operator.resources import UNLIMITED, Aggregation, Metric, PlanSpec
 
@@ -105,8 +105,12 @@ class TtlCache(Generic[K, V]):
         except Exception as error:
             if entry is not None:
                 return entry.value  # the API server is away: stale beats nothing
+            if isinstance(error, Unavailable):
+                raise
             raise Unavailable(
-                f"Could not read {self._what} {key} from Kubernetes ({error}); retry shortly."
+                f"Could not read {self._what} {key} from Kubernetes ({error}); retry shortly.",
+                code="kubernetes_unavailable",
+                headers={"Retry-After": "1"},
             ) from error
 
     def _start(self, key: K) -> asyncio.Future[V]:
@@ -168,3 +172,16 @@ class Catalog:
         except ValidationError:
             log.warning("Plan %s is invalid; treated as missing", name, exc_info=True)
             return None
+
+
+async def existing_tenant(catalog: Catalog, namespace: str, name: str) -> Tenant:
+    """The Tenant, or a 404 naming it: an admin asking about a typo gets told so,
+    not an empty answer that reads like a tenant without keys or usage."""
+    tenant = await catalog.tenant(namespace, name)
+    if tenant is None:
+        raise NotFound(
+            f"There is no Tenant {name} in namespace {namespace} (see `kubectl get tenants -A`).",
+            code="tenant_not_found",
+            details={"namespace": namespace, "name": name},
+        )
+    return tenant

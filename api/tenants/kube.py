@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
+import httpx
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError as KubeApiError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
+from tenantry.api.errors import Unavailable
 from tenantry.operator.resources import GROUP, VERSION, PlanKind, TenantKind
 
 FIELD_MANAGER = "tenantry-api"
@@ -19,10 +23,43 @@ TenantResource = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, Ten
 PlanResource = create_global_resource(GROUP, VERSION, PlanKind.kind, PlanKind.plural)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _boundary(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Kubernetes failing (refusing, unreachable, timing out) is the service unavailable.
+
+    Callers see the service's own 503 with Retry-After, never lightkube's or
+    httpx's exceptions (which would be a bare 500).
+    """
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except KubeApiError as error:
+            raise kube_unavailable(f"{error.status.code} {error.status.message}") from error
+        except httpx.HTTPError as error:
+            raise kube_unavailable(f"{type(error).__name__}: {error}") from error
+
+    return call
+
+
+def kube_unavailable(reason: str) -> Unavailable:
+    return Unavailable(
+        f"Kubernetes could not be read or written ({reason}); retry shortly.",
+        code="kubernetes_unavailable",
+        details={"reason": reason},
+        headers={"Retry-After": "1"},
+    )
+
+
 class Kube:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
 
+    @_boundary
     async def tenant(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = await self.client.get(TenantResource, name, namespace=namespace)
@@ -32,6 +69,7 @@ class Kube:
             raise
         return dict(obj)
 
+    @_boundary
     async def plan(self, name: str) -> dict[str, Any] | None:
         try:
             obj = await self.client.get(PlanResource, name)
@@ -41,6 +79,7 @@ class Kube:
             raise
         return dict(obj)
 
+    @_boundary
     async def secret(
         self, namespace: str, name: str
     ) -> tuple[dict[str, str], dict[str, str]] | None:
@@ -58,6 +97,7 @@ class Kube:
         found = await self.secret(namespace, name)
         return None if found is None else found[0]
 
+    @_boundary
     async def patch_tenant_usage(self, namespace: str, name: str, usage: dict[str, Any]) -> None:
         """Merge-patch `status.usage` only: the operator owns the rest of the status."""
         await self.client.patch(

@@ -14,6 +14,7 @@ from tenantry.api.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    NotFound,
     PayloadTooLarge,
     Unauthorized,
     Unavailable,
@@ -23,7 +24,7 @@ from tenantry.api.errors import (
 )
 from tenantry.api.quotas.endpoints import plan_of
 from tenantry.api.runtime import Runtime
-from tenantry.api.tenants.catalog import Plan, Tenant
+from tenantry.api.tenants.catalog import Plan, Tenant, existing_tenant
 from tenantry.api.usage import repository as repo
 from tenantry.api.usage import service
 from tenantry.api.usage.periods import PERIOD, period_of, period_value
@@ -162,7 +163,8 @@ async def post_snapshot(
 ) -> SnapshotAccepted:
     """Each figure becomes an event of the plan's metric of that name (`active_devices`
     -> `devices`), with transaction id `snapshot:<snapshot_id>:<metric>`, so a replayed
-    snapshot counts once. Figures the plan does not meter are listed as ignored."""
+    snapshot counts once. Figures the plan does not meter, or meters as unique_count
+    (distinct values, which a figure cannot give), are listed as ignored."""
     snapshot = parse_body(Snapshot, await read_body(request, rt.settings.max_body_bytes))
     plan = plan_of(caller.tenant)
     events, ignored = service.snapshot_events(snapshot, plan)
@@ -184,7 +186,7 @@ async def post_snapshot(
     tags=["admin"],
     summary="A tenant's usage in a period, per metric and hour",
     dependencies=[Depends(admin_token)],
-    responses=responses(Unauthorized, Unprocessable),
+    responses=responses(Unauthorized, NotFound, Unprocessable, Unavailable),
 )
 async def usage_report(
     namespace: str,
@@ -194,7 +196,7 @@ async def usage_report(
         str | None, Query(pattern=PERIOD.pattern, description="`YYYY-MM`; this month if omitted.")
     ] = None,
 ) -> UsageReport:
-    tenant = f"{namespace}/{name}"
+    tenant = (await existing_tenant(rt.catalog, namespace, name)).key
     period = period or period_of(utcnow())
     async with rt.engine.connect() as conn:
         totals = await repo.period_totals(conn, tenant, period)

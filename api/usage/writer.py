@@ -5,6 +5,10 @@ transaction's round trips and bookkeeping, which cost more than its rows.
 Reports that arrive while a write is on its way go together in the next
 one: one statement, one commit, one counter update, however many requests.
 Each request still gets its answer only after the commit that holds its events.
+
+A group that fails for a reason other than the database or Redis being away
+(a value PostgreSQL refuses, an overflow) is written again one request at a
+time, so only the request at fault fails, not every tenant's beside it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tenantry.api.errors import Unavailable
+from tenantry.api.errors import ApiError, Unavailable
 from tenantry.api.quotas.counters import Counters, CountersDown, counter_key
 from tenantry.api.tenants.catalog import Plan, Tenant
 from tenantry.api.usage import repository as repo
@@ -82,14 +87,30 @@ class UsageWriter:
                 group.append(self._pending.popleft())
             try:
                 written = await self._commit(group)
-            except Exception as error:  # every request of the group learns of it
-                for pending in group:
+            except Exception as error:
+                if len(group) > 1 and not _transient(error):
+                    for pending in group:  # find the request at fault: each on its own
+                        await self._settle([pending])
+                    continue
+                for pending in group:  # every request of the group learns of it
                     if not pending.future.done():
                         pending.future.set_exception(error)
                 continue
             for pending, result in zip(group, written, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(result)
+
+    async def _settle(self, group: list[_Pending]) -> None:
+        try:
+            written = await self._commit(group)
+        except Exception as error:
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        for pending, result in zip(group, written, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
 
     async def _commit(self, group: Sequence[_Pending]) -> list[Written]:
         """One transaction for the group; the counters move before it commits.
@@ -115,15 +136,34 @@ class UsageWriter:
         }
         if not use_redis:
             self.counters.touched(counter_key(*c) for c in counters)
-        async with self.engine.begin() as conn:
-            inserted = await repo.insert_events(
-                conn, submissions, [repo.counter_lock_id(*c) for c in counters]
-            )
-            if use_redis:
-                try:
-                    await self.counters.apply(inserted.deltas)
-                except CountersDown:
-                    if not self.fail_open:
-                        raise counters_unavailable() from None
-                    use_redis = False  # counted in PostgreSQL; rebuilt once Redis is back
+        moved: list[str] = []  # counters moved in Redis before the commit
+        try:
+            async with self.engine.begin() as conn:
+                inserted = await repo.insert_events(
+                    conn, submissions, [repo.counter_lock_id(*c) for c in counters]
+                )
+                if use_redis:
+                    moved = [counter_key(d.tenant, d.metric, d.period) for d in inserted.deltas]
+                    try:
+                        await self.counters.apply(inserted.deltas)
+                    except CountersDown:
+                        if not self.fail_open:
+                            raise counters_unavailable() from None
+                        use_redis = False  # counted in PostgreSQL; rebuilt once Redis is back
+        except BaseException:
+            # The counters moved but the commit failed, or its answer was lost: the
+            # events may be in PostgreSQL or not. Undoing would guess; dropping the
+            # counters makes the next use rebuild them from what PostgreSQL holds.
+            await self.counters.forget(moved)
+            raise
+        if not use_redis and self.counters.up:
+            # Redis came back while this was written to PostgreSQL alone, possibly
+            # after the recovery dropped the counters touched: drop them now, after
+            # the commit, so their rebuild sees these events.
+            await self.counters.forget([counter_key(*c) for c in counters])
         return [Written(n, use_redis) for n in inserted.accepted]
+
+
+def _transient(error: Exception) -> bool:
+    """Whether a failure is the database or Redis being away, not a request's data."""
+    return isinstance(error, OperationalError | InterfaceError | CountersDown | ApiError)

@@ -203,3 +203,19 @@ async def test_admin_lists_keys_without_secrets(world: World, api_server: ApiSer
         refused = await client.get(f"/admin/tenants/{world.control}/{world.tenant}/api-keys")
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "invalid_admin_token"
+
+
+async def test_admin_asking_about_an_unknown_tenant_gets_404(
+    world: World, api_server: ApiServer
+) -> None:
+    async with api_server.admin() as client:
+        answers = [
+            await client.get(f"/admin/tenants/{world.control}/no-such-tenant/{what}")
+            for what in ("api-keys", "usage")
+        ]
+    for answer in answers:
+        assert answer.status_code == 404, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "tenant_not_found"
+        assert "no-such-tenant" in error["message"]
+        assert error["details"] == {"namespace": world.control, "name": "no-such-tenant"}

@@ -132,3 +132,12 @@ async def test_license_history_is_recorded_once_and_listed_for_admins(
     assert entry["limits"] == {"devices": 50}
     assert entry["token_sha256"] == lic.sha256_token(token)
     assert token not in response.text
+
+
+async def test_history_of_an_unknown_tenant_is_a_404(api_server: ApiServer) -> None:
+    async with api_server.admin() as client:
+        response = await client.get("/admin/tenants/nowhere/nobody/licenses")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "tenant_not_found"
+    assert "nobody" in error["message"]

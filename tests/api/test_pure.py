@@ -141,3 +141,105 @@ def test_events_carry_whole_numbers_only() -> None:
                 "timestamp": "2030-01-01T00:00:00Z",
             }
         )
+
+
+def test_snapshot_ignores_figures_of_unique_count_metrics() -> None:
+    from tenantry.api.usage.schemas import Snapshot
+    from tenantry.api.usage.service import snapshot_events
+
+    metered = Plan(
+        name="gauges",
+        spec=PlanSpec.model_validate({
+            "displayName": "Gauges",
+            "price": {"amount": 100, "currency": "USD"},
+            "metrics": [{"name": "devices", "aggregation": "unique_count", "field": "device"},
+                        {"name": "messages", "aggregation": "sum"}],
+        }),
+    )  # fmt: skip
+    snapshot = Snapshot.model_validate_json(json.dumps({
+        "snapshot_id": "s1", "timestamp": "2030-03-15T11:00:00Z", "active_devices": 3,
+        "messages": 7, "bytes": 9,
+    }))  # fmt: skip
+    events, ignored = snapshot_events(snapshot, metered)
+    assert [(e.metric, e.value) for e in events] == [("messages", 7)]
+    assert ignored == ["active_devices", "bytes"]
+    good, bad = judge(list(enumerate(events)), metered, NOW, dt.timedelta(seconds=60))
+    assert (len(good), bad) == (1, [])
+
+
+def test_events_that_postgres_cannot_store_are_refused_one_by_one() -> None:
+    from tenantry.api.usage.schemas import MAX_VALUE
+
+    at = "2030-03-15T11:00:00Z"
+    events = [
+        {"transaction_id": "a", "metric": "calls", "value": 1, "timestamp": at,
+         "properties": {"note": "fine"}},
+        {"transaction_id": "b", "metric": "calls", "value": 1, "timestamp": at,
+         "properties": {"note": "a\x00b"}},
+        {"transaction_id": "c", "metric": "calls", "value": 1, "timestamp": at,
+         "properties": {"k\x00": 1}},
+        {"transaction_id": "d", "metric": "calls", "value": MAX_VALUE + 1, "timestamp": at},
+    ]  # fmt: skip
+    good, bad = parse_batch(json.dumps({"events": events}).encode())
+    assert [e.transaction_id for _, e in good] == ["a"]
+    assert [(r.index, r.code) for r in bad] == [(1, "invalid_event"), (2, "invalid_event"),
+                                                 (3, "invalid_event")]  # fmt: skip
+    assert "NUL" in bad[0].message
+    # An hour of a tenant's largest events stays far below bigint's 2^63 - 1.
+    assert MAX_VALUE * 1_000_000 < 2**63 - 1
+
+
+@pytest.mark.parametrize("failure", ["refused", "unreachable"])
+async def test_kubernetes_failures_are_the_service_unavailable(failure: str) -> None:
+    import httpx
+    from lightkube.core.exceptions import ApiError as KubeApiError
+
+    from tenantry.api.errors import Unavailable
+    from tenantry.api.tenants.kube import Kube
+
+    request = httpx.Request("GET", "https://kube.invalid/apis")
+
+    class Client:
+        async def get(self, *_: object, **__: object) -> object:
+            if failure == "unreachable":
+                raise httpx.ConnectError("connection refused", request=request)
+            response = httpx.Response(
+                500, request=request,
+                json={"kind": "Status", "code": 500, "message": "etcdserver: timeout"},
+            )  # fmt: skip
+            raise KubeApiError(request=request, response=response)
+
+    kube = Kube(Client())  # type: ignore[arg-type]
+    for read in (kube.tenant("ns", "t"), kube.plan("p"), kube.secret("ns", "s")):
+        with pytest.raises(Unavailable) as raised:
+            await read
+        assert raised.value.status_code == 503
+        assert raised.value.code == "kubernetes_unavailable"
+        assert raised.value.headers == {"Retry-After": "1"}
+
+
+async def test_recovery_drops_counters_touched_while_it_probed() -> None:
+    from tenantry.api.quotas.counters import Counters
+
+    class FakeRedis:
+        def __init__(self) -> None:
+            self.deleted: list[str] = []
+
+        def register_script(self, _: str) -> None:
+            return None
+
+        async def ping(self) -> bool:
+            counters.touched(["quota:t:m:late"])  # a request written to PostgreSQL meanwhile
+            return True
+
+        async def delete(self, *keys: str) -> int:
+            self.deleted += keys
+            return len(keys)
+
+    redis = FakeRedis()
+    counters = Counters(redis, probe_interval=0)  # type: ignore[arg-type]
+    counters.up = False
+    counters.touched(["quota:t:m:early"])
+    assert await counters.available()
+    assert counters.status()["pending_rebuilds"] == 0
+    assert set(redis.deleted) >= {"quota:t:m:early", "quota:t:m:late", "quota:t:m:late:at"}
