@@ -85,18 +85,5 @@ async def license_history(namespace: str, name: str, rt: RuntimeDep) -> LicenseH
         await existing_tenant(rt.catalog, namespace, name)
     return LicenseHistory(
         tenant=f"{namespace}/{name}",
-        licenses=[
-            LicenseHistoryEntry(
-                license_id=r.license_id,
-                action=r.action,
-                plan=r.plan,
-                features=r.features,
-                limits=r.limits,
-                token_sha256=r.token_sha256,
-                issued_at=r.issued_at,
-                expires_at=r.expires_at,
-                recorded_at=r.recorded_at,
-            )
-            for r in records
-        ],
+        licenses=[LicenseHistoryEntry.model_validate(r, from_attributes=True) for r in records],
     )
