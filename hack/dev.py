@@ -9,6 +9,7 @@ started, in reverse order. State and logs live in .tenantry/dev/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -49,6 +50,12 @@ def wait_http(url: str, what: str, service: Service, timeout: float = 60) -> Non
     raise TestbedError(f"{what} did not answer {url} within {timeout:.0f}s; see {service.log}")
 
 
+def say(message: str, error: bool = False) -> None:
+    """Print, unless the terminal or pipe is gone: stopping the servers matters more."""
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr if error else sys.stdout, flush=True)
+
+
 def main() -> int:
     tools = ensure_tools("etcd", "kube-apiserver", "kube-controller-manager", "helm")
     shutil.rmtree(STATE, ignore_errors=True)
@@ -56,23 +63,25 @@ def main() -> int:
     started: list[ControlPlane | Postgres | Redis | Service] = []
 
     def stop_all(*_: object) -> None:
-        print("\nStopping…", flush=True)
+        # A second Ctrl-C, or a closed terminal, must not abandon running servers.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        say("\nStopping…")
         for thing in reversed(started):
             thing.stop()
         KUBECONFIG.unlink(missing_ok=True)
-        print("Stopped everything make dev started.")
+        say("Stopped everything make dev started.")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        print("Starting the control plane (etcd, kube-apiserver, kube-controller-manager)…")
+        say("Starting the control plane (etcd, kube-apiserver, kube-controller-manager)…")
         plane = ControlPlane(STATE / "cluster")
         started.append(plane)
         plane.start()
         shutil.copy(plane.kubeconfig, KUBECONFIG)
-        print("Starting PostgreSQL and Redis…")
+        say("Starting PostgreSQL and Redis…")
         postgres = Postgres(STATE / "postgres")
         started.append(postgres)
         postgres.start()
@@ -94,7 +103,7 @@ def main() -> int:
             "TENANTRY_OPERATOR_HELM": str(tools["helm"]),
             "TENANTRY_OPERATOR_DATABASE_URL": postgres.url,
         }
-        print(f"Starting the API service on http://127.0.0.1:{API_PORT}…")
+        say(f"Starting the API service on http://127.0.0.1:{API_PORT}…")
         api = spawn(
             "api",
             [TENANTRY, "api", "serve", "--host", "127.0.0.1", "--port", str(API_PORT)],
@@ -103,7 +112,7 @@ def main() -> int:
         )
         started.append(api)
         wait_http(f"http://127.0.0.1:{API_PORT}/readyz", "the API service", api)
-        print("Starting the operator…")
+        say("Starting the operator…")
         operator = spawn(
             "operator",
             [TENANTRY, "operator", "--standalone", "--liveness", "http://127.0.0.1:8081/healthz"],
@@ -114,12 +123,12 @@ def main() -> int:
         wait_http("http://127.0.0.1:8081/healthz", "the operator", operator)
 
         kubectl("apply", "-f", str(REPO / "manifests" / "samples"))
-        print("Applied manifests/samples; waiting for Tenant customers/acme…")
+        say("Applied manifests/samples; waiting for Tenant customers/acme…")
         kubectl(
             "wait", "-n", "customers", "tenant/acme", "--for", "condition=Ready", "--timeout=90s"
         )
         kube = f"kubectl --kubeconfig {KUBECONFIG.relative_to(REPO)}"
-        print(
+        say(
             f"""
 Tenantry is running.
 
@@ -134,8 +143,7 @@ An instance's API key: {kube} get secret -n tenant-acme acme-instance -o jsonpat
 Admin token (this session only): {admin_token}
 Logs: {STATE.relative_to(REPO)}/{{operator,api,kube-apiserver,postgres,redis}}.log
 
-Press Ctrl-C to stop everything.""",
-            flush=True,
+Press Ctrl-C to stop everything."""
         )
         while True:
             for service in (api, operator):
@@ -147,7 +155,7 @@ Press Ctrl-C to stop everything.""",
         return 0
     except (TestbedError, subprocess.CalledProcessError) as error:
         detail = error.stderr if isinstance(error, subprocess.CalledProcessError) else error
-        print(f"make dev: {detail}", file=sys.stderr)
+        say(f"make dev: {detail}", error=True)
         stop_all()
         return 1
 
