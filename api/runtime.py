@@ -18,11 +18,15 @@ from tenantry.api.apikeys.service import Answers, KeyCache, LastUsed
 from tenantry.api.database import create_engine
 from tenantry.api.licenses.service import LicenseService
 from tenantry.api.quotas.counters import Counters
+from tenantry.api.quotas.service import drain_stale_counters
 from tenantry.api.settings import ApiSettings
 from tenantry.api.tenants.catalog import Catalog
 from tenantry.api.tenants.kube import FIELD_MANAGER, Kube
 from tenantry.api.tenants.status import StatusWriter
 from tenantry.api.usage.writer import UsageWriter
+
+STALE_CHECK_INTERVAL = 2.0
+"""Seconds between checks of the durable stale-counters mark, per replica."""
 
 log = logging.getLogger("tenantry.api")
 
@@ -101,11 +105,26 @@ class Runtime:
             answers=Answers(settings.introspection_cache_ttl),
             usage=UsageWriter(engine, counters, settings.redis_failure_mode == "fail_open"),
         )
+        counters.on_recovery = lambda: drain_stale_counters(engine, counters)
         if not await runtime.counters.ping():
             log.error("Redis is unreachable at start-up; failure mode %s",
                       settings.redis_failure_mode)  # fmt: skip
+        else:
+            # A replica that died during an outage may have left counts Redis lacks.
+            await drain_stale_counters(engine, counters)
         runtime._tasks.append(asyncio.create_task(runtime._flush_last_used()))
+        runtime._tasks.append(asyncio.create_task(runtime._drain_stale_counters()))
         return runtime
+
+    async def _drain_stale_counters(self) -> None:
+        """Every replica checks the durable mark: the one that counted may be gone."""
+        while True:
+            try:
+                if self.counters.up:
+                    await drain_stale_counters(self.engine, self.counters)
+            except Exception as error:
+                log.warning("Could not drop stale quota counters: %s", error)
+            await asyncio.sleep(STALE_CHECK_INTERVAL)
 
     async def _flush_last_used(self) -> None:
         while True:

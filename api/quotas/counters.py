@@ -17,7 +17,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -126,9 +126,16 @@ def expiry_seconds(period: str, now: dt.datetime) -> int:
 
 
 class Counters:
-    def __init__(self, redis: Redis, probe_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        probe_interval: float = 1.0,
+        on_recovery: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
         self.redis = redis
         self.probe_interval = probe_interval
+        # Drops what other processes counted in PostgreSQL alone (the durable mark).
+        self.on_recovery = on_recovery
         self.up = True
         self.failures = 0
         self.last_error: str | None = None
@@ -177,7 +184,11 @@ class Counters:
             try:
                 await self.redis.ping()
                 dropped = await self._drop_touched()
-            except RedisError as error:
+                # What other processes, perhaps gone since, counted in PostgreSQL
+                # alone: dropped before any request trusts Redis again.
+                if self.on_recovery is not None:
+                    dropped += await self.on_recovery()
+            except Exception as error:
                 self.last_error = f"{type(error).__name__}: {error}"
                 return False
             self.up = True
@@ -187,7 +198,10 @@ class Counters:
                 # Requests that found Redis down while the probe ran wrote only to
                 # PostgreSQL and touched their counters after the first drop.
                 dropped += await self._drop_touched()
-            except RedisError as error:
+                # What other processes, perhaps gone since, counted meanwhile.
+                if self.on_recovery is not None:
+                    dropped += await self.on_recovery()
+            except Exception as error:
                 self._fault(error)
                 return False
             log.warning(
@@ -206,6 +220,19 @@ class Counters:
             await self.redis.delete(*stale, *(k + ":at" for k in stale))
             self._touched.difference_update(stale)
             dropped += len(stale)
+        return dropped
+
+    async def drop_all(self) -> int:
+        """Delete every quota counter, so each is rebuilt from PostgreSQL on next use."""
+        dropped = 0
+        batch: list[bytes] = []
+        async for key in self.redis.scan_iter(match="quota:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                dropped += int(await self.redis.delete(*batch))
+                batch.clear()
+        if batch:
+            dropped += int(await self.redis.delete(*batch))
         return dropped
 
     # --------------------------------------------------------- operations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tenantry import license as lic
 from tenantry.api.errors import QuotaExceeded, Unprocessable
+from tenantry.api.quotas import repository as quota_repo
 from tenantry.api.quotas.counters import (
     Counters,
     CountersDown,
@@ -23,6 +25,8 @@ from tenantry.api.usage import repository as usage_repo
 from tenantry.api.usage.periods import period_bounds, period_of, period_value
 from tenantry.api.usage.schemas import UsageEvent
 from tenantry.operator.resources import UNLIMITED, Aggregation
+
+log = logging.getLogger("tenantry.api.quotas")
 
 CONSUMABLE = (Aggregation.COUNT, Aggregation.SUM)
 
@@ -123,6 +127,7 @@ async def consume(
     )
     if not use_redis:
         counters.touched([key])
+        await quota_repo.mark_counters_stale(conn)
         await usage_repo.lock_counter(conn, lock)
     inserted = await usage_repo.insert_events(
         conn, [usage_repo.Submission(tenant.key, [event], [plan.metrics[metric]])], [lock]
@@ -215,3 +220,18 @@ async def quota_states(
 
 
 __all__ = ["CountersDown", "NeedsRebuild", "consume", "quota_states", "rebuild"]
+
+
+async def drain_stale_counters(engine: AsyncEngine, counters: Counters) -> int:
+    """Drop every Redis counter if any write was counted in PostgreSQL alone.
+
+    Any replica may do it, whichever counted: the mark is in PostgreSQL. It is
+    cleared only if Redis took the drop (the transaction commits after it), and
+    a write marking it meanwhile waits for that commit and marks it again.
+    """
+    async with engine.begin() as conn:
+        if not await quota_repo.take_stale_mark(conn):
+            return 0
+        dropped = await counters.drop_all()
+    log.warning("Dropped %d quota counters written around a Redis outage; rebuilt on use", dropped)
+    return dropped

@@ -22,6 +22,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantry.api.errors import ApiError, Unavailable
+from tenantry.api.quotas import repository as quota_repo
 from tenantry.api.quotas.counters import Counters, CountersDown, counter_key
 from tenantry.api.tenants.catalog import Plan, Tenant
 from tenantry.api.usage import repository as repo
@@ -142,6 +143,8 @@ class UsageWriter:
                 inserted = await repo.insert_events(
                     conn, submissions, [repo.counter_lock_id(*c) for c in counters]
                 )
+                if not use_redis:
+                    await quota_repo.mark_counters_stale(conn)
                 if use_redis:
                     moved = [counter_key(d.tenant, d.metric, d.period) for d in inserted.deltas]
                     try:
@@ -150,6 +153,7 @@ class UsageWriter:
                         if not self.fail_open:
                             raise counters_unavailable() from None
                         use_redis = False  # counted in PostgreSQL; rebuilt once Redis is back
+                        await quota_repo.mark_counters_stale(conn)
         except BaseException:
             # The counters moved but the commit failed, or its answer was lost: the
             # events may be in PostgreSQL or not. Undoing would guess; dropping the
