@@ -22,6 +22,7 @@ from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
 from tenantry import license as lic
+from tenantry.operator.keys import JWKS_ENTRY
 from tenantry.operator.provisioning import (
     MANAGED_BY,
     TENANT_LABEL,
@@ -33,8 +34,12 @@ from tenantry.operator.provisioning import (
 from tenantry.operator.resources import GROUP, VERSION, TenantKind
 
 FIELD_MANAGER = "tenantry-operator"
+# The license Secret, as the operator writes it and the API reads it.
 LICENSE_KEY = "license.jwt"
-JWKS_KEY = "jwks.json"
+LICENSE_ID_ANNOTATION = "tenantry.io/license-id"
+PLAN_ANNOTATION = "tenantry.io/plan"
+ISSUED_AT_ANNOTATION = "tenantry.io/issued-at"
+EXPIRES_AT_ANNOTATION = "tenantry.io/expires-at"
 _A = "tenantry.io/"
 
 Tenant = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, TenantKind.plural)
@@ -108,11 +113,11 @@ class Cluster:
             return None
         try:
             return IssuedLicense(
-                license_id=annotations[_A + "license-id"],
+                license_id=annotations[LICENSE_ID_ANNOTATION],
                 fingerprint=annotations[_A + "terms-sha256"],
-                issued_at=dt.datetime.fromisoformat(annotations[_A + "issued-at"]),
-                expires_at=dt.datetime.fromisoformat(annotations[_A + "expires-at"]),
-                plan=annotations[_A + "plan"],
+                issued_at=dt.datetime.fromisoformat(annotations[ISSUED_AT_ANNOTATION]),
+                expires_at=dt.datetime.fromisoformat(annotations[EXPIRES_AT_ANNOTATION]),
+                plan=annotations[PLAN_ANNOTATION],
                 token_sha256=lic.sha256_token(base64.b64decode(encoded).decode()),
             )
         except (KeyError, ValueError):
@@ -133,15 +138,15 @@ class Cluster:
                 namespace=namespace,
                 labels={**MANAGED_BY, TENANT_LABEL: tenant_name},
                 annotations={
-                    _A + "license-id": issued.license_id,
+                    LICENSE_ID_ANNOTATION: issued.license_id,
                     _A + "terms-sha256": issued.fingerprint,
-                    _A + "issued-at": issued.issued_at.isoformat(),
-                    _A + "expires-at": issued.expires_at.isoformat(),
-                    _A + "plan": issued.plan,
+                    ISSUED_AT_ANNOTATION: issued.issued_at.isoformat(),
+                    EXPIRES_AT_ANNOTATION: issued.expires_at.isoformat(),
+                    PLAN_ANNOTATION: issued.plan,
                 },
             ),
             type="Opaque",
-            stringData={LICENSE_KEY: token, JWKS_KEY: json.dumps(jwks, sort_keys=True)},
+            stringData={LICENSE_KEY: token, JWKS_ENTRY: json.dumps(jwks, sort_keys=True)},
         )
         try:
             await self.client.apply(secret, field_manager=FIELD_MANAGER, force=True)
@@ -154,7 +159,7 @@ class Cluster:
             "data": {LICENSE_KEY: None},
             "metadata": {
                 "annotations": {
-                    _A + "license-id": None,
+                    LICENSE_ID_ANNOTATION: None,
                     _A + "terms-sha256": None,
                     _A + "revoked-license-id": revoked_id,
                 }

@@ -19,12 +19,14 @@ from tenantry.api.licenses.schemas import LicenseDocument
 from tenantry.api.settings import ApiSettings
 from tenantry.api.tenants.catalog import Tenant, TtlCache
 from tenantry.api.tenants.kube import Kube
-
-LICENSE_KEY = "license.jwt"
-JWKS_ENTRY = "jwks.json"
-ACTIVE_KID_ENTRY = "active-kid"
-REVOCATIONS_KEY = "revocations.jwt"
-_A = "tenantry.io/"
+from tenantry.operator.keys import ACTIVE_KID_ENTRY, JWKS_ENTRY, REVOCATIONS_JWT_ENTRY
+from tenantry.operator.kube import (
+    EXPIRES_AT_ANNOTATION,
+    ISSUED_AT_ANNOTATION,
+    LICENSE_ID_ANNOTATION,
+    LICENSE_KEY,
+    PLAN_ANNOTATION,
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class LicenseService:
 
     async def _read_revocations(self, _: str) -> str | None:
         data = await self.kube.secret_data(self.settings.namespace, self.settings.revocation_secret)
-        return (data or {}).get(REVOCATIONS_KEY)
+        return (data or {}).get(REVOCATIONS_JWT_ENTRY)
 
     async def _read_license(self, namespace: str) -> tuple[dict[str, str], dict[str, str]] | None:
         return await self.kube.secret(namespace, self.settings.license_secret)
@@ -118,10 +120,10 @@ class LicenseService:
             )
         return LicenseDocument(
             license=token.strip(),
-            license_id=annotations.get(_A + "license-id"),
-            plan=annotations.get(_A + "plan"),
-            issued_at=_time(annotations.get(_A + "issued-at")),
-            expires_at=_time(annotations.get(_A + "expires-at")),
+            license_id=annotations.get(LICENSE_ID_ANNOTATION),
+            plan=annotations.get(PLAN_ANNOTATION),
+            issued_at=_time(annotations.get(ISSUED_AT_ANNOTATION)),
+            expires_at=_time(annotations.get(EXPIRES_AT_ANNOTATION)),
         )
 
 
