@@ -116,6 +116,7 @@ class IssuedLicense:
 class Desired:
     namespace: str
     plan_name: str
+    state: SubscriptionState
     terms: LicenseTerms
     values: dict[str, Any]
     suspended: bool
@@ -303,6 +304,7 @@ def desired_state(
     return Desired(
         namespace=tenant_namespace(tenant_name, spec, tenant_namespace_prefix),
         plan_name=plan_name,
+        state=state,
         terms=license_terms(tenant_id, tenant_name, plan_name, plan, subscription),
         values=helm_values(chart, tenant_name, spec, license_secret, suspended),
         suspended=suspended,

@@ -32,7 +32,6 @@ from tenantry.operator.provisioning import (
     NotReady,
     SubscriptionView,
     desired_state,
-    effective_state,
     license_due,
     select_subscription,
     tenant_namespace,
@@ -154,22 +153,21 @@ async def reconcile(
         except ValidationError as error:
             raise InvalidSpec(spec_error(error)) from error
         subscription = select_subscription(name, namespace, subscription_views(subscriptions))
-        plan_by_name = plan_specs(plans)
+        # Only this Tenant's Plan is read: another Plan's trouble is not its own.
+        plan_name = subscription.spec.plan_ref.name
         desired = desired_state(
             tenant_id=body.metadata.uid or name,
             tenant_name=name,
             tenant_namespace_prefix=settings.namespace_prefix,
             spec=spec,
             subscription=subscription,
-            plans=plan_by_name,
+            plans=plan_specs({plan_name: plans.get(plan_name, ())}),
             chart=ctx.chart,
             license_secret=settings.license_secret,
         )
         status["plan"] = desired.plan_name
         status["namespace"] = desired.namespace
-        observed.append(
-            payment_condition(effective_state(subscription, plan_by_name[desired.plan_name]))
-        )
+        observed.append(payment_condition(desired.state))
 
         new_namespace = await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
         if prior.namespace != desired.namespace:
@@ -406,7 +404,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
                 ctx,
                 body,
                 subscriptions_by_tenant.get(key, []),
-                {name: list(plans_by_name.get(name, [])) for name in plans_by_name},
+                plans_by_name,
                 logger,
             )
         patch.status.update(status)
