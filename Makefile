@@ -10,7 +10,7 @@ STATE := .tenantry
 KUBECONFIG_PATH := $(STATE)/kubeconfig
 # The editable install is a link tree (mypy can read it): refresh it whenever
 # the set of source files or the project metadata changes.
-SOURCES_HASH := $(shell { cat pyproject.toml; find operator api license \( -name '*.py' -o -name py.typed -o -name '*.sql' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
+SOURCES_HASH := $(shell { cat pyproject.toml; find license core db operator api cli \( -name '*.py' -o -name py.typed -o -name '*.sql' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
 INSTALLED := $(VENV)/.installed-$(SOURCES_HASH)
 
 .PHONY: help deps venv tools crds lint test test-unit cluster-up cluster-down dev e2e-kind bench clean
@@ -33,13 +33,14 @@ venv: $(INSTALLED) ## The Python virtualenv with Tenantry and its dev tools.
 tools: ## Build etcd, kube-apiserver, kube-controller-manager, helm, stripe-mock (cached).
 	@bash hack/install-tools.sh all
 
-crds: venv ## Render crds/*.yaml from operator/resources.py.
+crds: venv ## Render crds/*.yaml from core/resources.py.
 	@$(VENV)/bin/tenantry crds --output crds
 
-lint: venv tools ## ruff, mypy, CRDs up to date, helm lint.
+lint: venv tools ## ruff, import layers, mypy, CRDs up to date, helm lint.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p tenantry.operator -p tenantry.api -p tenantry.license
+	cd $(VENV) && bin/lint-imports --config ../pyproject.toml
+	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p tenantry.license -p tenantry.core -p tenantry.db -p tenantry.operator -p tenantry.api -p tenantry.cli
 	$(VENV)/bin/tenantry crds --check --output crds
 	$$(bash hack/install-tools.sh paths | sed -n 's/^helm=//p') lint --strict charts/customer-instance
 

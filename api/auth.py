@@ -15,12 +15,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from tenantry.api.apikeys import token
-from tenantry.api.apikeys.repository import KeyRow
 from tenantry.api.apikeys.service import lookup
 from tenantry.api.errors import Forbidden, Unauthorized
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import Tenant
+from tenantry.core import keyformat
+from tenantry.db.apikeys import KeyRow
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
 SERVICE_TOKEN_SCHEME = "ServiceToken"  # noqa: S105 (a name, not a secret)
@@ -80,7 +80,7 @@ def invalid_key() -> Unauthorized:
 
 async def resolve_key(rt: Runtime, presented: str) -> Caller | None:
     """The caller behind a presented key, or None if the key is not usable."""
-    if not token.is_well_formed(presented):
+    if not keyformat.is_well_formed(presented):
         return None
     now = utcnow()
     row = await lookup(rt.keys, presented, now)
@@ -105,10 +105,10 @@ async def instance(
             code="missing_api_key",
             headers=_BEARER,
         )
-    if not token.is_well_formed(presented.strip()):
+    if not keyformat.is_well_formed(presented.strip()):
         raise Unauthorized(
             "This is not a Tenantry API key: keys start with `tnty_`, are "
-            f"{token.KEY_LENGTH} characters long and end in a checksum, which does not match. "
+            f"{keyformat.KEY_LENGTH} characters long and end in a checksum, which does not match. "
             "Check the key for a typo or a truncated copy.",
             code="malformed_api_key",
             headers=_BEARER,

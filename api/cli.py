@@ -50,13 +50,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(_: argparse.Namespace) -> int:
-    from tenantry.api.database import create_engine
-    from tenantry.api.migrations import migrate
+    from tenantry.db.engine import create_engine
+    from tenantry.db.migrations import migrate
 
     settings = _settings(serving=False)
 
     async def run() -> list[str]:
-        engine = create_engine(settings)
+        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
         try:
             return await migrate(engine)
         finally:

@@ -13,9 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tenantry.api import migrations
 from tenantry.api.apikeys.service import Answers, KeyCache, LastUsed
-from tenantry.api.database import create_engine
 from tenantry.api.licenses.service import LicenseService
 from tenantry.api.quotas.counters import Counters
 from tenantry.api.quotas.service import drain_stale_counters
@@ -24,6 +22,8 @@ from tenantry.api.tenants.catalog import Catalog
 from tenantry.api.tenants.kube import FIELD_MANAGER, Kube
 from tenantry.api.tenants.status import StatusWriter
 from tenantry.api.usage.writer import UsageWriter
+from tenantry.db import migrations
+from tenantry.db.engine import create_engine
 
 STALE_CHECK_INTERVAL = 2.0
 """Seconds between checks of the durable stale-counters mark, per replica."""
@@ -72,7 +72,7 @@ class Runtime:
                 "development",
                 name.upper(),
             )
-        engine = create_engine(settings)
+        engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
         if settings.migrate_on_start:
             applied = await migrations.migrate(engine)
             if applied:

@@ -249,16 +249,17 @@ class Stack:
     async def _insert_key(self) -> str:
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        from tenantry.api.apikeys import repository, token
+        from tenantry.core import keyformat
+        from tenantry.db import apikeys as repository
 
         assert self.postgres is not None
-        key = token.generate()
+        key = keyformat.generate()
         engine = create_async_engine(self.postgres.url)
         async with engine.begin() as conn:
             await repository.insert_key(
                 conn, resource_uid=str(uuid.uuid4()), resource_namespace=TENANT_NAMESPACE,
                 resource_name="bench", tenant_namespace=TENANT_NAMESPACE, tenant_name=TENANT_NAME,
-                key_prefix=token.display_prefix(key), key_hash=token.hash_key(key),
+                key_prefix=keyformat.display_prefix(key), key_hash=keyformat.hash_key(key),
                 scopes=["usage:write", "license:read", "quota:consume"], expires_at=None,
             )  # fmt: skip
         await engine.dispose()

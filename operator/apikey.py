@@ -23,14 +23,10 @@ from lightkube.resources.core_v1 import Secret
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from tenantry.api.apikeys import repository as repo
-from tenantry.api.apikeys import token
-from tenantry.api.apikeys.repository import KeyRow
-from tenantry.operator.conditions import condition, merge_conditions
-from tenantry.operator.context import Context
-from tenantry.operator.kube import FIELD_MANAGER, Tenant, retry_later
-from tenantry.operator.provisioning import MANAGED_BY, InvalidSpec, NotReady
-from tenantry.operator.resources import (
+from tenantry.core import keyformat
+from tenantry.core.conditions import condition, merge_conditions
+from tenantry.core.names import APIKEY_ANNOTATION, APIKEY_ENTRY, APIKEY_UID_LABEL, MANAGED_BY
+from tenantry.core.resources import (
     GROUP,
     VERSION,
     ApiKeyKind,
@@ -38,12 +34,13 @@ from tenantry.operator.resources import (
     ApiKeyStatus,
     ConditionStatus,
 )
+from tenantry.db import apikeys as repo
+from tenantry.db.apikeys import KeyRow
+from tenantry.operator.context import Context
+from tenantry.operator.kube import FIELD_MANAGER, Tenant, retry_later
+from tenantry.operator.provisioning import InvalidSpec, NotReady
 
 READY = "Ready"
-KEY_ENTRY = "api-key"
-"""Entry of the Secret holding the key's plaintext."""
-UID_LABEL = "tenantry.io/apikey-uid"
-NAME_ANNOTATION = "tenantry.io/apikey"
 REFRESH_INTERVAL = 30.0
 """Seconds between refreshes of expiry and last use in each ApiKey's status."""
 
@@ -135,11 +132,11 @@ class Keys:
             metadata=ObjectMeta(
                 name=name,
                 namespace=namespace,
-                labels={**MANAGED_BY, UID_LABEL: uid},
-                annotations={NAME_ANNOTATION: f"{owner_namespace}/{owner_name}"},
+                labels={**MANAGED_BY, APIKEY_UID_LABEL: uid},
+                annotations={APIKEY_ANNOTATION: f"{owner_namespace}/{owner_name}"},
             ),
             type="Opaque",
-            stringData={KEY_ENTRY: key},
+            stringData={APIKEY_ENTRY: key},
         )
         try:
             await self.client.create(secret, field_manager=FIELD_MANAGER)
@@ -155,7 +152,9 @@ class Keys:
         """
         deleted = []
         try:
-            async for secret in self.client.list(Secret, namespace="*", labels={UID_LABEL: uid}):
+            async for secret in self.client.list(
+                Secret, namespace="*", labels={APIKEY_UID_LABEL: uid}
+            ):
                 assert secret.metadata is not None
                 namespace, name = secret.metadata.namespace or "", secret.metadata.name or ""
                 if await self.delete_secret(namespace, name, uid):
@@ -169,7 +168,7 @@ class Keys:
         secret = await self.read_secret(namespace, name)
         if (
             secret is None
-            or ((secret.metadata and secret.metadata.labels) or {}).get(UID_LABEL) != uid
+            or ((secret.metadata and secret.metadata.labels) or {}).get(APIKEY_UID_LABEL) != uid
         ):
             return False
         try:
@@ -184,11 +183,11 @@ class Keys:
 def _owned_key(secret: Secret, uid: str) -> str | None:
     """The plaintext in a Secret this ApiKey wrote, or None if the Secret is someone else's."""
     labels = (secret.metadata and secret.metadata.labels) or {}
-    if labels.get(UID_LABEL) != uid:
+    if labels.get(APIKEY_UID_LABEL) != uid:
         return None
-    encoded = (secret.data or {}).get(KEY_ENTRY)
+    encoded = (secret.data or {}).get(APIKEY_ENTRY)
     key = base64.b64decode(encoded).decode() if encoded else None
-    return key if key and token.is_well_formed(key) else None
+    return key if key and keyformat.is_well_formed(key) else None
 
 
 def _database_error(error: SQLAlchemyError) -> kopf.TemporaryError:
@@ -296,7 +295,7 @@ async def _issue(
                 reason="SecretConflict",
             )
     else:
-        key = token.generate()
+        key = keyformat.generate()
         await keys.create_secret(target, secret_name, key, (namespace, name, uid))
     try:
         async with ctx.database.begin() as conn:
@@ -307,8 +306,8 @@ async def _issue(
                 resource_name=name,
                 tenant_namespace=namespace,
                 tenant_name=spec.tenant_ref.name,
-                key_prefix=token.display_prefix(key),
-                key_hash=token.hash_key(key),
+                key_prefix=keyformat.display_prefix(key),
+                key_hash=keyformat.hash_key(key),
                 scopes=spec.scopes,
                 expires_at=spec.expires_at,
             )

@@ -9,8 +9,8 @@ from pyhelm3 import Client
 from pyhelm3 import errors as helm_errors
 from pyhelm3.models import Chart
 
+from tenantry.core.resources import ReleaseSummary
 from tenantry.operator.provisioning import InvalidSpec
-from tenantry.operator.resources import ReleaseSummary
 
 
 class Releases:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kopf
 from sqlalchemy.exc import SQLAlchemyError
 
-from tenantry.api.licenses.repository import LicenseAction, record_license
+from tenantry.db.licenses import LicenseAction, record_license
 from tenantry.operator.context import Context
 from tenantry.operator.provisioning import IssuedLicense, LicenseTerms
 

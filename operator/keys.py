@@ -20,15 +20,17 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
 
 from tenantry import license as lic
-from tenantry.operator.provisioning import MANAGED_BY
+from tenantry.core.names import (
+    ACTIVE_KID_ENTRY,
+    JWKS_ENTRY,
+    MANAGED_BY,
+    PUBLIC_KEYS_LABEL,
+    REVOCATIONS_INDEX_ENTRY,
+    REVOCATIONS_JWT_ENTRY,
+    REVOCATIONS_LABEL,
+    SIGNING_KEYS_LABEL,
+)
 
-SIGNING_KEYS_LABEL = {"tenantry.io/signing-keys": "true"}
-REVOCATIONS_LABEL = {"tenantry.io/revocations": "true"}
-PUBLIC_KEYS_LABEL = {"tenantry.io/public-keys": "true"}
-JWKS_ENTRY = "jwks.json"
-ACTIVE_KID_ENTRY = "active-kid"
-REVOCATIONS_JWT_ENTRY = "revocations.jwt"
-REVOCATIONS_INDEX_ENTRY = "revoked.json"
 _ATTEMPTS = 5
 
 

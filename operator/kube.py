@@ -22,25 +22,24 @@ from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
 from tenantry import license as lic
-from tenantry.operator.keys import JWKS_ENTRY
-from tenantry.operator.provisioning import (
+from tenantry.core.names import (
+    EXPIRES_AT_ANNOTATION,
+    ISSUED_AT_ANNOTATION,
+    JWKS_ENTRY,
+    LICENSE_ENTRY,
+    LICENSE_ID_ANNOTATION,
+    LICENSE_TERMS_ANNOTATION,
     MANAGED_BY,
+    PLAN_ANNOTATION,
+    RECONCILE_CAUSE_ANNOTATION,
+    REVOKED_LICENSE_ANNOTATION,
     TENANT_LABEL,
     TENANT_NAMESPACE_LABEL,
-    InvalidSpec,
-    IssuedLicense,
-    NotReady,
 )
-from tenantry.operator.resources import GROUP, VERSION, TenantKind
+from tenantry.core.resources import GROUP, VERSION, TenantKind
+from tenantry.operator.provisioning import InvalidSpec, IssuedLicense, NotReady
 
 FIELD_MANAGER = "tenantry-operator"
-# The license Secret, as the operator writes it and the API reads it.
-LICENSE_KEY = "license.jwt"
-LICENSE_ID_ANNOTATION = "tenantry.io/license-id"
-PLAN_ANNOTATION = "tenantry.io/plan"
-ISSUED_AT_ANNOTATION = "tenantry.io/issued-at"
-EXPIRES_AT_ANNOTATION = "tenantry.io/expires-at"
-_A = "tenantry.io/"
 
 Tenant = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, TenantKind.plural)
 
@@ -108,13 +107,13 @@ class Cluster:
                 return None
             raise retry_later(error, f"Reading Secret {namespace}/{name}") from error
         annotations = (secret.metadata and secret.metadata.annotations) or {}
-        encoded = (secret.data or {}).get(LICENSE_KEY)
+        encoded = (secret.data or {}).get(LICENSE_ENTRY)
         if not encoded:
             return None
         try:
             return IssuedLicense(
                 license_id=annotations[LICENSE_ID_ANNOTATION],
-                fingerprint=annotations[_A + "terms-sha256"],
+                fingerprint=annotations[LICENSE_TERMS_ANNOTATION],
                 issued_at=dt.datetime.fromisoformat(annotations[ISSUED_AT_ANNOTATION]),
                 expires_at=dt.datetime.fromisoformat(annotations[EXPIRES_AT_ANNOTATION]),
                 plan=annotations[PLAN_ANNOTATION],
@@ -139,14 +138,14 @@ class Cluster:
                 labels={**MANAGED_BY, TENANT_LABEL: tenant_name},
                 annotations={
                     LICENSE_ID_ANNOTATION: issued.license_id,
-                    _A + "terms-sha256": issued.fingerprint,
+                    LICENSE_TERMS_ANNOTATION: issued.fingerprint,
                     ISSUED_AT_ANNOTATION: issued.issued_at.isoformat(),
                     EXPIRES_AT_ANNOTATION: issued.expires_at.isoformat(),
                     PLAN_ANNOTATION: issued.plan,
                 },
             ),
             type="Opaque",
-            stringData={LICENSE_KEY: token, JWKS_ENTRY: json.dumps(jwks, sort_keys=True)},
+            stringData={LICENSE_ENTRY: token, JWKS_ENTRY: json.dumps(jwks, sort_keys=True)},
         )
         try:
             await self.client.apply(secret, field_manager=FIELD_MANAGER, force=True)
@@ -156,12 +155,12 @@ class Cluster:
     async def clear_license(self, namespace: str, name: str, revoked_id: str) -> None:
         """Take the (revoked) token out of the Secret; the instance falls back to unlicensed."""
         patch = {
-            "data": {LICENSE_KEY: None},
+            "data": {LICENSE_ENTRY: None},
             "metadata": {
                 "annotations": {
                     LICENSE_ID_ANNOTATION: None,
-                    _A + "terms-sha256": None,
-                    _A + "revoked-license-id": revoked_id,
+                    LICENSE_TERMS_ANNOTATION: None,
+                    REVOKED_LICENSE_ANNOTATION: revoked_id,
                 }
             },
         }
@@ -209,7 +208,7 @@ class Cluster:
 
     async def nudge_tenant(self, namespace: str, name: str, cause: str) -> None:
         """Make the Tenant's handlers run now (a Plan or Subscription it uses changed)."""
-        patch = {"metadata": {"annotations": {_A + "reconcile-cause": cause}}}
+        patch = {"metadata": {"annotations": {RECONCILE_CAUSE_ANNOTATION: cause}}}
         try:
             await self.client.patch(
                 Tenant, name, patch, namespace=namespace, patch_type=PatchType.MERGE

@@ -10,8 +10,8 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 from pyhelm3 import Client as HelmClient
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from tenantry.db.engine import create_engine
 from tenantry.operator import apikey, tenant
 from tenantry.operator.context import Context
 from tenantry.operator.helm import Releases
@@ -71,7 +71,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             chart=Chart.load(config.chart_path),
             keys=keys,
             revocations=revocations,
-            database=create_async_engine(config.database_url, pool_pre_ping=True)
+            database=create_engine(config.database_url, pool_size=5, pre_ping=True)
             if config.database_url
             else None,
         )

@@ -19,11 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tenantry.operator.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
-
-TENANT_LABEL = "tenantry.io/tenant"
-TENANT_NAMESPACE_LABEL = "tenantry.io/tenant-namespace"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "tenantry"}
+from tenantry.core.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
 
 # Subscription states in which the instance is scaled to zero. `past_due`
 # keeps running while Stripe retries the payment; it ends in `unpaid`.

@@ -19,24 +19,9 @@ import kopf
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from tenantry.api.apikeys import repository as apikeys_repository
-from tenantry.api.licenses.repository import LicenseAction
-from tenantry.operator import history, licensing
-from tenantry.operator.conditions import condition, merge_conditions
-from tenantry.operator.context import Context
-from tenantry.operator.keys import Revocation
-from tenantry.operator.provisioning import (
-    Desired,
-    InvalidSpec,
-    IssuedLicense,
-    NotReady,
-    SubscriptionView,
-    desired_state,
-    license_due,
-    select_subscription,
-    tenant_namespace,
-)
-from tenantry.operator.resources import (
+from tenantry.core.conditions import condition, merge_conditions
+from tenantry.core.names import REVOKE_LICENSE_ANNOTATION
+from tenantry.core.resources import (
     GROUP,
     VERSION,
     ConditionStatus,
@@ -50,6 +35,22 @@ from tenantry.operator.resources import (
     TenantSpec,
     TenantStatus,
 )
+from tenantry.db import apikeys as apikeys_repository
+from tenantry.db.licenses import LicenseAction
+from tenantry.operator import history, licensing
+from tenantry.operator.context import Context
+from tenantry.operator.keys import Revocation
+from tenantry.operator.provisioning import (
+    Desired,
+    InvalidSpec,
+    IssuedLicense,
+    NotReady,
+    SubscriptionView,
+    desired_state,
+    license_due,
+    select_subscription,
+    tenant_namespace,
+)
 
 NAMESPACE_READY = "NamespaceReady"
 LICENSE_ISSUED = "LicenseIssued"
@@ -61,8 +62,6 @@ HISTORY_ACTIONS: dict[str, LicenseAction] = {
     "Renewed": "renewed",
     "Reissued": "reissued",
 }
-REVOKE_ANNOTATION = "tenantry.io/revoke-license"
-"""Set to the id of a leaked license: it is revoked and a new one issued."""
 
 Observed = list[tuple[str, ConditionStatus, str, str]]
 
@@ -254,7 +253,7 @@ async def ensure_license(
         )
 
     due = license_due(existing, desired.terms, now, settings.license_renew_before)
-    leaked = body.metadata.annotations.get(REVOKE_ANNOTATION)
+    leaked = body.metadata.annotations.get(REVOKE_LICENSE_ANNOTATION)
     if existing is not None and leaked == existing.license_id:
         await revoke(existing, "RevokedOnRequest")
         due = "Reissued"

@@ -8,8 +8,6 @@ import logging
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from tenantry.api.apikeys import repository as repo
-from tenantry.api.apikeys import token
 from tenantry.api.apikeys.schemas import (
     ApiKeyInfo,
     ApiKeyList,
@@ -37,6 +35,8 @@ from tenantry.api.errors import (
 from tenantry.api.quotas.endpoints import quotas_of
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import existing_tenant
+from tenantry.core import keyformat
+from tenantry.db import apikeys as repo
 
 log = logging.getLogger("tenantry.api.keys")
 router = APIRouter()
@@ -72,9 +72,9 @@ async def introspect(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     check_service_token(rt, request.headers.get("authorization"))
     presented = parse_body(IntrospectRequest, await request.body()).api_key.strip()
-    if not token.is_well_formed(presented):
+    if not keyformat.is_well_formed(presented):
         return Response(_INACTIVE, media_type="application/json")
-    key_hash = token.hash_key(presented)
+    key_hash = keyformat.hash_key(presented)
     cached = rt.answers.get(key_hash)
     if cached is None:
         return Response(await answer(rt, presented, key_hash), media_type="application/json")

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tenantry.api.apikeys import repository as repo
-from tenantry.api.apikeys import token
-from tenantry.api.apikeys.repository import KeyRow
+from tenantry.core import keyformat
+from tenantry.db import apikeys as repo
+from tenantry.db.apikeys import KeyRow
 
 log = logging.getLogger("tenantry.api.keys")
 
@@ -177,7 +177,7 @@ async def lookup(cache: KeyCache, presented: str, now: dt.datetime) -> KeyRow | 
     Rows are found by the hash's index; the hash is then compared in constant
     time, so timing tells nothing about how close a guess came.
     """
-    key_hash = token.hash_key(presented)
+    key_hash = keyformat.hash_key(presented)
     row = await cache.get(key_hash)
     if row is None or not hmac.compare_digest(row.key_hash, key_hash) or not row.active(now):
         return None

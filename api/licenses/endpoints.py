@@ -9,7 +9,6 @@ from fastapi.responses import Response
 
 from tenantry.api.auth import Caller, RuntimeDep, admin_token, scoped
 from tenantry.api.errors import Forbidden, NotFound, Unauthorized, Unavailable, responses
-from tenantry.api.licenses import repository as repo
 from tenantry.api.licenses.schemas import (
     JsonWebKeySet,
     LicenseDocument,
@@ -18,6 +17,7 @@ from tenantry.api.licenses.schemas import (
     RevocationListDocument,
 )
 from tenantry.api.tenants.catalog import existing_tenant
+from tenantry.db import licenses as repo
 
 router = APIRouter(tags=["licenses"])
 

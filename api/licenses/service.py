@@ -19,13 +19,15 @@ from tenantry.api.licenses.schemas import LicenseDocument
 from tenantry.api.settings import ApiSettings
 from tenantry.api.tenants.catalog import Tenant, TtlCache
 from tenantry.api.tenants.kube import Kube
-from tenantry.operator.keys import ACTIVE_KID_ENTRY, JWKS_ENTRY, REVOCATIONS_JWT_ENTRY
-from tenantry.operator.kube import (
+from tenantry.core.names import (
+    ACTIVE_KID_ENTRY,
     EXPIRES_AT_ANNOTATION,
     ISSUED_AT_ANNOTATION,
+    JWKS_ENTRY,
+    LICENSE_ENTRY,
     LICENSE_ID_ANNOTATION,
-    LICENSE_KEY,
     PLAN_ANNOTATION,
+    REVOCATIONS_JWT_ENTRY,
 )
 
 
@@ -111,7 +113,7 @@ class LicenseService:
         if tenant.instance_namespace:
             found = await self._licenses.get(tenant.instance_namespace)
         data, annotations = found or ({}, {})
-        token = data.get(LICENSE_KEY)
+        token = data.get(LICENSE_ENTRY)
         if not token:
             raise NotFound(
                 f"No license has been issued to tenant {tenant.key} yet; the operator issues "

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tenantry.api.usage.periods import period_bounds
 from tenantry.api.usage.repository import CounterDelta
-from tenantry.operator.resources import Aggregation
+from tenantry.core.resources import Aggregation
 
 log = logging.getLogger("tenantry.api.quotas")
 

@@ -24,7 +24,7 @@ from tenantry.api.tenants.catalog import Plan, Tenant
 from tenantry.api.usage import repository as usage_repo
 from tenantry.api.usage.periods import period_bounds, period_of, period_value
 from tenantry.api.usage.schemas import UsageEvent
-from tenantry.operator.resources import UNLIMITED, Aggregation
+from tenantry.core.resources import UNLIMITED, Aggregation
 
 log = logging.getLogger("tenantry.api.quotas")
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from tenantry.api.errors import NotFound, Unavailable
 from tenantry.api.tenants.kube import Kube
-from tenantry.operator.resources import UNLIMITED, Aggregation, Metric, PlanSpec
+from tenantry.core.resources import UNLIMITED, Aggregation, Metric, PlanSpec
 
 log = logging.getLogger("tenantry.api.catalog")
 

@@ -15,7 +15,7 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from tenantry.api.errors import Unavailable
-from tenantry.operator.resources import GROUP, VERSION, PlanKind, TenantKind
+from tenantry.core.resources import GROUP, VERSION, PlanKind, TenantKind
 
 FIELD_MANAGER = "tenantry-api"
 

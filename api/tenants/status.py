@@ -18,7 +18,7 @@ from tenantry.api.tenants.catalog import Tenant
 from tenantry.api.tenants.kube import Kube
 from tenantry.api.usage import repository as usage_repo
 from tenantry.api.usage.periods import period_of, period_values
-from tenantry.operator.resources import UsageSummary
+from tenantry.core.resources import UsageSummary
 
 log = logging.getLogger("tenantry.api.status")
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tenantry.operator.resources import Aggregation
+from tenantry.core.resources import Aggregation
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tenantry.api.usage.periods import HourlyTotals, period_bounds
 from tenantry.api.usage.schemas import UsageEvent
-from tenantry.operator.resources import Aggregation, Metric
+from tenantry.core.resources import Aggregation, Metric
 
 _EVENTS = TypeAdapter(list[UsageEvent])
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from tenantry.api.tenants.catalog import Plan
 from tenantry.api.usage.schemas import SNAPSHOT_METRICS, Snapshot, UsageEvent
-from tenantry.operator.resources import Aggregation
+from tenantry.core.resources import Aggregation
 
 
 def dedupe(events: Sequence[UsageEvent]) -> list[UsageEvent]:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from tenantry.api.errors import BadRequest, Unprocessable
 from tenantry.api.tenants.catalog import Plan
 from tenantry.api.usage.schemas import MAX_BATCH, UsageBatch, UsageEvent
-from tenantry.operator.resources import Aggregation
+from tenantry.core.resources import Aggregation
 
 
 @dataclass(frozen=True)

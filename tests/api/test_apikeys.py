@@ -10,7 +10,7 @@ import pytest
 from api_harness import ApiServer, World, ready_condition, secret_key
 from support import Kube, OperatorProcess, wait_for
 
-from tenantry.api.apikeys import token
+from tenantry.core import keyformat
 
 pytestmark = pytest.mark.cluster
 
@@ -40,8 +40,8 @@ async def test_key_is_issued_once_into_a_secret_and_works(
     apikey = kube.get("apikey", "instance", world.control)
     assert apikey is not None
     status = apikey["status"]
-    assert token.is_well_formed(key)
-    assert status["prefix"] == token.display_prefix(key)
+    assert keyformat.is_well_formed(key)
+    assert status["prefix"] == keyformat.display_prefix(key)
     assert status["secretRef"] == f"{world.target}/instance"
     assert ready_condition(apikey) == ("True", "Active")
     # The key works where the instance uses it.
@@ -67,7 +67,7 @@ async def test_key_is_not_regenerated_when_the_operator_restarts(
     assert secret_key(kube, world.target, "survivor") == key
     apikey = kube.get("apikey", "survivor", world.control)
     assert apikey is not None
-    assert apikey["status"]["prefix"] == token.display_prefix(key)
+    assert apikey["status"]["prefix"] == keyformat.display_prefix(key)
     assert (await license_status(api_server, key))[0] == 200
     assert key not in operator.log_text()
 
@@ -77,7 +77,7 @@ async def test_revoked_key_stops_within_a_second_with_the_unknown_key_answer(
 ) -> None:
     key = world.issued_key("revoke-me")
     assert (await introspect(api_server, key))["active"] is True
-    unknown = token.generate()
+    unknown = keyformat.generate()
     unknown_code, unknown_body = await license_status(api_server, unknown)
     assert unknown_code == 401
 
@@ -195,10 +195,10 @@ async def test_admin_lists_keys_without_secrets(world: World, api_server: ApiSer
     assert response.status_code == 200, response.text
     listed = {k["resource"]: k for k in response.json()["keys"]}
     entry = listed[f"{world.control}/listed"]
-    assert entry["prefix"] == token.display_prefix(key)
+    assert entry["prefix"] == keyformat.display_prefix(key)
     assert entry["active"] is True
     assert key not in response.text
-    assert token.hash_key(key) not in response.text
+    assert keyformat.hash_key(key) not in response.text
     async with api_server.client(api_server.introspection_token) as client:
         refused = await client.get(f"/admin/tenants/{world.control}/{world.tenant}/api-keys")
     assert refused.status_code == 401

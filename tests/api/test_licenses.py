@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from support import Kube
 
 from tenantry import license as lic
-from tenantry.api.licenses.repository import record_license
+from tenantry.db.licenses import record_license
 
 pytestmark = pytest.mark.cluster
 

@@ -8,16 +8,16 @@ import json
 import pytest
 
 from tenantry import license as lic
-from tenantry.api.apikeys import token
-from tenantry.api.apikeys.repository import KeyRow
 from tenantry.api.quotas.service import over_quota
 from tenantry.api.settings import ApiSettings, InsecureSettings
 from tenantry.api.tenants.catalog import Plan
 from tenantry.api.usage.periods import HourlyTotals, period_bounds, period_of, period_value
 from tenantry.api.usage.schemas import UsageEvent
 from tenantry.api.usage.validation import judge, parse_batch
+from tenantry.core import keyformat
+from tenantry.core.resources import Aggregation, ApiKeySpec, PlanSpec
+from tenantry.db.apikeys import KeyRow
 from tenantry.operator.apikey import readiness
-from tenantry.operator.resources import Aggregation, ApiKeySpec, PlanSpec
 
 NOW = dt.datetime(2030, 3, 15, 12, 0, tzinfo=dt.UTC)
 
@@ -37,20 +37,20 @@ def plan() -> Plan:
 
 
 def test_keys_carry_a_checksum_that_catches_typos() -> None:
-    key = token.generate()
+    key = keyformat.generate()
     assert key.startswith("tnty_")
-    assert len(key) == token.KEY_LENGTH == 43
-    assert token.is_well_formed(key)
-    assert token.generate() != key
+    assert len(key) == keyformat.KEY_LENGTH == 43
+    assert keyformat.is_well_formed(key)
+    assert keyformat.generate() != key
     for position in range(5, len(key)):
         typo = key[:position] + ("a" if key[position] != "a" else "b") + key[position + 1 :]
-        assert not token.is_well_formed(typo), position
-    assert not token.is_well_formed(key[:-1])
-    assert not token.is_well_formed("ghp_" + key[4:])
-    assert not token.is_well_formed(key[:20] + "!" + key[21:])
-    assert token.hash_key(key) == token.hash_key(key)
-    assert len(token.hash_key(key)) == 64
-    assert token.display_prefix(key) == key[:13]
+        assert not keyformat.is_well_formed(typo), position
+    assert not keyformat.is_well_formed(key[:-1])
+    assert not keyformat.is_well_formed("ghp_" + key[4:])
+    assert not keyformat.is_well_formed(key[:20] + "!" + key[21:])
+    assert keyformat.hash_key(key) == keyformat.hash_key(key)
+    assert len(keyformat.hash_key(key)) == 64
+    assert keyformat.display_prefix(key) == key[:13]
 
 
 def test_events_are_judged_one_by_one() -> None:

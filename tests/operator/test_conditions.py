@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tenantry.operator.conditions import condition, is_true, merge_conditions
-from tenantry.operator.resources import ConditionStatus
+from tenantry.core.conditions import condition, is_true, merge_conditions
+from tenantry.core.resources import ConditionStatus
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)

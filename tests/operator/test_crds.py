@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from support import REPO, Kube
 
+from tenantry.core.resources import KINDS
 from tenantry.operator import crds
-from tenantry.operator.resources import KINDS
 
 FORBIDDEN = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "patternProperties", "title"}
 

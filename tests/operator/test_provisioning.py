@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from tenantry.core.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
 from tenantry.operator.provisioning import (
     Chart,
     InvalidSpec,
@@ -17,7 +18,6 @@ from tenantry.operator.provisioning import (
     license_terms,
     select_subscription,
 )
-from tenantry.operator.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
 from tenantry.operator.settings import OperatorSettings
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)

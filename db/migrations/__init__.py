@@ -14,7 +14,7 @@ from importlib import resources
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-log = logging.getLogger("tenantry.api.migrations")
+log = logging.getLogger("tenantry.db.migrations")
 
 # An arbitrary constant of our own ("tnty"), so no other advisory lock collides.
 LOCK_ID = 0x746E7479_00000001

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from tenantry.operator.resources import Condition, ConditionStatus
+from tenantry.core.resources import Condition, ConditionStatus
 
 
 def condition(
