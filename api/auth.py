@@ -89,6 +89,8 @@ async def resolve_key(rt: Runtime, presented: str) -> Caller | None:
     tenant = await rt.catalog.tenant(row.tenant_namespace, row.tenant_name)
     if tenant is None:
         return None  # the Tenant is gone, and its keys with it
+    if row.tenant_uid is not None and row.tenant_uid != tenant.uid:
+        return None  # a key of an earlier Tenant of the same name
     rt.last_used.note(row.id, now)
     return Caller(row, tenant)
 

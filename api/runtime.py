@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from lightkube import AsyncClient, ConfigError
 from redis.asyncio import Redis
@@ -16,11 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenantry.api.apikeys.service import Answers, KeyCache, LastUsed
 from tenantry.api.licenses.service import LicenseService
 from tenantry.api.quotas.counters import Counters
-from tenantry.api.quotas.service import drain_stale_counters
+from tenantry.api.quotas.service import QuotaService, drain_stale_counters
 from tenantry.api.settings import ApiSettings
-from tenantry.api.tenants.catalog import Catalog
+from tenantry.api.tally import Tally
+from tenantry.api.tenants.catalog import Catalog, Tenant
 from tenantry.api.tenants.kube import FIELD_MANAGER, Kube
 from tenantry.api.tenants.status import StatusWriter
+from tenantry.api.usage.service import UsageService
 from tenantry.api.usage.writer import UsageWriter
 from tenantry.db import migrations
 from tenantry.db.engine import create_engine
@@ -29,18 +34,6 @@ STALE_CHECK_INTERVAL = 2.0
 """Seconds between checks of the durable stale-counters mark, per replica."""
 
 log = logging.getLogger("tenantry.api")
-
-
-@dataclass
-class Tally:
-    """Counts shown on /metrics."""
-
-    events_accepted: int = 0
-    events_duplicate: int = 0
-    events_rejected: int = 0
-    quota_admitted: int = 0
-    quota_refused: int = 0
-    counted_in_database: int = 0
 
 
 @dataclass
@@ -55,9 +48,11 @@ class Runtime:
     status: StatusWriter
     licenses: LicenseService
     answers: Answers
-    usage: UsageWriter
-    tally: Tally = field(default_factory=Tally)
+    usage: UsageService
+    quotas: QuotaService
+    tally: Tally
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def fail_open(self) -> bool:
@@ -92,6 +87,16 @@ class Runtime:
                 "with the tenantry-api service account."
             ) from error
         counters = Counters(redis)
+        fail_open = settings.redis_failure_mode == "fail_open"
+        tally = Tally()
+        answers = Answers(settings.introspection_cache_ttl)
+        status = StatusWriter(engine, kube, settings.status_write_interval)
+
+        def changed(tenant: Tenant) -> None:
+            """A tenant's figures moved: its cached answers are stale, its status is due."""
+            answers.changed(tenant.uid)
+            status.touch(tenant)
+
         runtime = cls(
             settings=settings,
             engine=engine,
@@ -100,10 +105,18 @@ class Runtime:
             catalog=Catalog(kube, settings.catalog_ttl),
             keys=KeyCache(engine, settings.key_cache_ttl),
             last_used=LastUsed(engine),
-            status=StatusWriter(engine, kube, settings.status_write_interval),
+            status=status,
             licenses=LicenseService(kube, settings),
-            answers=Answers(settings.introspection_cache_ttl),
-            usage=UsageWriter(engine, counters, settings.redis_failure_mode == "fail_open"),
+            answers=answers,
+            usage=UsageService(
+                engine,
+                UsageWriter(engine, counters, fail_open),
+                tally,
+                future_tolerance=dt.timedelta(seconds=settings.future_tolerance),
+                on_change=changed,
+            ),
+            quotas=QuotaService(engine, counters, tally, fail_open=fail_open, on_change=changed),
+            tally=tally,
         )
         counters.on_recovery = lambda: drain_stale_counters(engine, counters)
         if not await runtime.counters.ping():
@@ -115,6 +128,12 @@ class Runtime:
         runtime._tasks.append(asyncio.create_task(runtime._flush_last_used()))
         runtime._tasks.append(asyncio.create_task(runtime._drain_stale_counters()))
         return runtime
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background, kept referenced until it ends."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _drain_stale_counters(self) -> None:
         """Every replica checks the durable mark: the one that counted may be gone."""

@@ -259,6 +259,7 @@ class Stack:
             await repository.insert_key(
                 conn, resource_uid=str(uuid.uuid4()), resource_namespace=TENANT_NAMESPACE,
                 resource_name="bench", tenant_namespace=TENANT_NAMESPACE, tenant_name=TENANT_NAME,
+                tenant_uid=None,
                 key_prefix=keyformat.display_prefix(key), key_hash=keyformat.hash_key(key),
                 scopes=["usage:write", "license:read", "quota:consume"], expires_at=None,
             )  # fmt: skip

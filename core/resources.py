@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from tenantry import license as lic
+from tenantry.core.periods import Interval
 
 GROUP = "tenantry.io"
 VERSION = "v1alpha1"
@@ -94,11 +95,6 @@ class ResourceRef(Model):
 
 
 # ---------------------------------------------------------------------- Plan
-
-
-class Interval(StrEnum):
-    MONTH = "month"
-    YEAR = "year"
 
 
 class Aggregation(StrEnum):
@@ -256,10 +252,23 @@ class ReleaseSummary(Model):
     status: str
 
 
+class Period(Model):
+    start: dt.datetime = Field(description="First moment of the period (UTC).")
+    end: dt.datetime = Field(description="First moment after the period (UTC).")
+
+
+class BillingCycleSummary(Model):
+    """How the tenant's billing periods fall (see `core/periods.py`)."""
+
+    start: dt.datetime = Field(description="When the subscription began; its day is a boundary.")
+    interval: Interval = Field(description="`month` or `year`, from the Plan.")
+    anchor_day: int = Field(ge=1, le=31, description="Day of the month periods start on.")
+
+
 class UsageSummary(Model):
-    period: str = Field(description="Billing period, `YYYY-MM`.")
+    period: Period = Field(description="The current billing period, `[start, end)`.")
     metrics: dict[str, int] = Field(default_factory=dict, description="Usage so far, per metric.")
-    updated_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = Field(default=None, description="When this was computed.")
 
 
 class TenantStatus(Model):
@@ -270,6 +279,11 @@ class TenantStatus(Model):
     license: LicenseSummary | None = None
     release: ReleaseSummary | None = None
     stripe_customer_id: str | None = None
+    billing_cycle: BillingCycleSummary | None = Field(
+        default=None,
+        description="The subscription's billing cycle, which usage and quotas are counted by; "
+        "calendar months while there is none.",
+    )
     usage: UsageSummary | None = None
 
 
@@ -283,19 +297,18 @@ SubscriptionState = lic.SubscriptionStatus
 class SubscriptionSpec(Model):
     tenant_ref: ResourceRef = Field(description="Tenant in this namespace.")
     plan_ref: ResourceRef = Field(description="Plan (cluster-scoped).")
-    billing_cycle_anchor_day: int = Field(
-        default=1, ge=1, le=28, description="Day of the month a period starts."
+    billing_cycle_anchor_day: int | None = Field(
+        default=None,
+        ge=1,
+        le=31,
+        description="Day of the month (UTC) periods start on; a shorter month uses its last "
+        "day. Default: the day the subscription was created.",
     )
     trial_days: int | None = Field(
         default=None, ge=0, le=730, description="Overrides the plan's trial length."
     )
     cancel_at_period_end: bool = Field(default=False, description="End when the period ends.")
     coupon: str | None = Field(default=None, description="Stripe coupon or promotion code.")
-
-
-class Period(Model):
-    start: dt.datetime
-    end: dt.datetime
 
 
 class Payment(Model):

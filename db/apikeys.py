@@ -1,4 +1,10 @@
-"""All SQL of API keys. The operator writes keys; the API reads them."""
+"""All SQL of API keys. The operator writes keys; the API reads them.
+
+A key acts for one Tenant, named by its uid: a Tenant re-created under the
+same name is another tenant, and its predecessor's keys do not work for it.
+Keys issued before uids were recorded have none until the operator next
+reconciles their ApiKey (`adopt_tenant_uid`); until then their name decides.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ class KeyRow:
     resource_name: str
     tenant_namespace: str
     tenant_name: str
+    tenant_uid: str | None
     key_prefix: str
     key_hash: str
     scopes: frozenset[str]
@@ -33,7 +40,7 @@ class KeyRow:
 
 _COLUMNS = (
     "id, resource_uid, resource_namespace, resource_name, tenant_namespace, tenant_name, "
-    "key_prefix, key_hash, scopes, expires_at, revoked_at, created_at, last_used_at"
+    "tenant_uid, key_prefix, key_hash, scopes, expires_at, revoked_at, created_at, last_used_at"
 )
 
 
@@ -45,6 +52,7 @@ def _row(r: Any) -> KeyRow:
         resource_name=r.resource_name,
         tenant_namespace=r.tenant_namespace,
         tenant_name=r.tenant_name,
+        tenant_uid=r.tenant_uid,
         key_prefix=r.key_prefix,
         key_hash=r.key_hash,
         scopes=frozenset(r.scopes),
@@ -59,7 +67,9 @@ _BY_HASH = text(f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = :h")  # noqa:
 _BY_RESOURCE = text(f"SELECT {_COLUMNS} FROM api_keys WHERE resource_uid = :uid")  # noqa: S608
 _BY_TENANT = text(
     f"SELECT {_COLUMNS} FROM api_keys"  # noqa: S608
-    " WHERE tenant_namespace = :ns AND tenant_name = :name ORDER BY created_at, id"
+    " WHERE tenant_uid = :uid"
+    " OR (tenant_uid IS NULL AND tenant_namespace = :ns AND tenant_name = :name)"
+    " ORDER BY created_at, id"
 )
 
 
@@ -73,8 +83,12 @@ async def find_by_resource(conn: AsyncConnection, resource_uid: str) -> KeyRow |
     return None if row is None else _row(row)
 
 
-async def list_for_tenant(conn: AsyncConnection, namespace: str, name: str) -> list[KeyRow]:
-    return [_row(r) for r in await conn.execute(_BY_TENANT, {"ns": namespace, "name": name})]
+async def list_for_tenant(
+    conn: AsyncConnection, namespace: str, name: str, uid: str
+) -> list[KeyRow]:
+    """The keys of the Tenant `namespace/name` whose uid is `uid` (not its predecessors')."""
+    rows = await conn.execute(_BY_TENANT, {"ns": namespace, "name": name, "uid": uid})
+    return [_row(r) for r in rows]
 
 
 async def insert_key(
@@ -85,6 +99,7 @@ async def insert_key(
     resource_name: str,
     tenant_namespace: str,
     tenant_name: str,
+    tenant_uid: str | None,
     key_prefix: str,
     key_hash: str,
     scopes: Sequence[str],
@@ -94,8 +109,9 @@ async def insert_key(
     result = await conn.execute(
         text(
             "INSERT INTO api_keys (resource_uid, resource_namespace, resource_name,"
-            " tenant_namespace, tenant_name, key_prefix, key_hash, scopes, expires_at)"
-            " VALUES (:uid, :rns, :rname, :tns, :tname, :prefix, :hash, :scopes, :expires)"
+            " tenant_namespace, tenant_name, tenant_uid, key_prefix, key_hash, scopes,"
+            " expires_at)"
+            " VALUES (:uid, :rns, :rname, :tns, :tname, :tuid, :prefix, :hash, :scopes, :expires)"
             " ON CONFLICT (resource_uid) DO NOTHING"
         ),
         {
@@ -104,6 +120,7 @@ async def insert_key(
             "rname": resource_name,
             "tns": tenant_namespace,
             "tname": tenant_name,
+            "tuid": tenant_uid,
             "prefix": key_prefix,
             "hash": key_hash,
             "scopes": list(scopes),
@@ -127,6 +144,17 @@ async def update_terms(
     )
 
 
+async def adopt_tenant_uid(conn: AsyncConnection, resource_uid: str, tenant_uid: str) -> None:
+    """Record the uid of the Tenant a key issued before uids were recorded acts for."""
+    await conn.execute(
+        text(
+            "UPDATE api_keys SET tenant_uid = :tuid"
+            " WHERE resource_uid = :uid AND tenant_uid IS NULL"
+        ),
+        {"uid": resource_uid, "tuid": tenant_uid},
+    )
+
+
 async def revoke(conn: AsyncConnection, resource_uid: str, at: dt.datetime) -> dt.datetime | None:
     """Revoke for good (the first time counts); the revocation time, or None if no such key."""
     row = (
@@ -142,15 +170,15 @@ async def revoke(conn: AsyncConnection, resource_uid: str, at: dt.datetime) -> d
 
 
 async def revoke_tenant_keys(
-    conn: AsyncConnection, namespace: str, name: str, at: dt.datetime
+    conn: AsyncConnection, namespace: str, name: str, uid: str, at: dt.datetime
 ) -> int:
     """Revoke every key of a tenant (it is being deleted); how many were still active."""
     result = await conn.execute(
         text(
-            "UPDATE api_keys SET revoked_at = :at"
-            " WHERE tenant_namespace = :ns AND tenant_name = :name AND revoked_at IS NULL"
+            "UPDATE api_keys SET revoked_at = :at WHERE revoked_at IS NULL AND (tenant_uid = :uid"
+            " OR (tenant_uid IS NULL AND tenant_namespace = :ns AND tenant_name = :name))"
         ),
-        {"ns": namespace, "name": name, "at": at},
+        {"ns": namespace, "name": name, "uid": uid, "at": at},
     )
     return int(result.rowcount)
 

@@ -13,42 +13,28 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
-from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tenantry.core import keyformat
-from tenantry.core.conditions import condition, merge_conditions
+from tenantry.core.conditions import READY, condition
 from tenantry.core.names import APIKEY_ANNOTATION, APIKEY_ENTRY, APIKEY_UID_LABEL, MANAGED_BY
-from tenantry.core.resources import (
-    GROUP,
-    VERSION,
-    ApiKeyKind,
-    ApiKeySpec,
-    ApiKeyStatus,
-    ConditionStatus,
-)
+from tenantry.core.resources import GROUP, VERSION, ApiKeyKind, ApiKeySpec, ApiKeyStatus
 from tenantry.db import apikeys as repo
 from tenantry.db.apikeys import KeyRow
+from tenantry.operator import errors
 from tenantry.operator.context import Context
-from tenantry.operator.kube import FIELD_MANAGER, Tenant, retry_later
-from tenantry.operator.provisioning import InvalidSpec, NotReady
+from tenantry.operator.errors import InvalidSpec, NotReady, retry_later
+from tenantry.operator.kube import FIELD_MANAGER, Tenant
+from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling, utcnow
 
-READY = "Ready"
 REFRESH_INTERVAL = 30.0
 """Seconds between refreshes of expiry and last use in each ApiKey's status."""
-
-Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def readiness(
@@ -88,6 +74,12 @@ def readiness(
     return True, "Active", f"Key {row.key_prefix}... is active; its plaintext is in {secret_ref}."
 
 
+@dataclass(frozen=True)
+class TenantIdentity:
+    uid: str
+    namespace: str  # of the instance, where the key's Secret goes
+
+
 class Keys:
     """The cluster and database calls of this module (the adapter)."""
 
@@ -95,7 +87,8 @@ class Keys:
         self.client = ctx.cluster.client
         self.database = ctx.database
 
-    async def tenant_namespace(self, namespace: str, tenant: str) -> str:
+    async def tenant(self, namespace: str, tenant: str) -> TenantIdentity:
+        """The Tenant's uid and the namespace of its instance."""
         try:
             body = await self.client.get(Tenant, tenant, namespace=namespace)
         except ApiError as error:
@@ -113,7 +106,8 @@ class Keys:
                 f"Tenant {namespace}/{tenant} has no namespace yet; the key is issued once the "
                 "tenant is provisioned.",
             )
-        return str(target)
+        uid = (body.metadata and body.metadata.uid) or ""
+        return TenantIdentity(uid=uid, namespace=str(target))
 
     async def read_secret(self, namespace: str, name: str) -> Secret | None:
         try:
@@ -190,88 +184,64 @@ def _owned_key(secret: Secret, uid: str) -> str | None:
     return key if key and keyformat.is_well_formed(key) else None
 
 
-def _database_error(error: SQLAlchemyError) -> kopf.TemporaryError:
-    detail = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0]
-    if "api_keys" in detail and "does not exist" in detail:
-        detail = "table api_keys is missing: run `tenantry api migrate` (the API migrates on start)"
-    return kopf.TemporaryError(f"Database: {detail}", delay=5)
-
-
 async def reconcile(
     ctx: Context, body: kopf.Body, logger: Logger
 ) -> tuple[dict[str, Any], str | None]:
     """Issue the key once, keep its row in step with the spec; return the status and,
     when the key cannot be issued yet, why (to retry)."""
-    now = utcnow()
+    prior = prior_status(body, ApiKeyStatus)
+    async with reconciling(body, prior.conditions, logger, transient_as_condition=True) as r:
+        await keep(ctx, r, prior, logger)
+    return r.status(), r.retry
+
+
+async def keep(ctx: Context, r: Reconcile, prior: ApiKeyStatus, logger: Logger) -> None:
+    body = r.body
     name, namespace, uid = body.metadata.name, body.metadata.namespace, body.metadata.uid
     assert name
     assert namespace
     assert uid
-    generation = body.metadata.get("generation")
-    prior = _prior_status(body)
-    status: dict[str, Any] = {}
-    retry: str | None = None
-    observed: list[tuple[str, ConditionStatus, str, str]] = []
-    try:
-        try:
-            spec = ApiKeySpec.model_validate(dict(body.spec))
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in ("spec", *first["loc"]))
-            raise InvalidSpec(f"{where}: {first['msg']}") from error
-        if ctx.database is None:
-            raise InvalidSpec(
-                "The operator has no database (TENANTRY_OPERATOR_DATABASE_URL), so it cannot "
-                "issue API keys.",
-                reason="DatabaseNotConfigured",
-            )
-        keys = Keys(ctx)
-        issued_ref = None
-        try:
-            async with ctx.database.connect() as conn:
-                row = await repo.find_by_resource(conn, uid)
-        except SQLAlchemyError as error:
-            raise _database_error(error) from error
-        if row is None:
-            if spec.revoked:
-                raise InvalidSpec("Revoked before a key was issued; no key exists.", "Revoked")
-            row, issued_ref = await _issue(ctx, keys, body, spec, logger)
-        # Revocation first: it must land whatever else is wrong.
-        row = await _follow_spec(ctx, body, row, spec, uid, now, logger)
-        if row.tenant_name != spec.tenant_ref.name:
-            raise InvalidSpec(
-                f"spec.tenantRef cannot change once the key is issued (it acts for "
-                f"{row.tenant_name}); create a new ApiKey for tenant {spec.tenant_ref.name}.",
-                reason="TenantChanged",
-            )
-        secret_ref = issued_ref or prior.secret_ref
-        if secret_ref is None:
-            target = await keys.tenant_namespace(namespace, row.tenant_name)
-            secret_ref = f"{target}/{spec.secret_name or name}"
-        secret_namespace, secret_name = secret_ref.split("/", 1)
-        secret = await keys.read_secret(secret_namespace, secret_name)
-        ok, reason, message = readiness(row, spec, secret_ref, secret is not None, now)
-        observed.append(condition(READY, ok, reason, message))
-        status.update(
-            prefix=row.key_prefix,
-            secretRef=secret_ref,
-            expiresAt=row.expires_at.isoformat() if row.expires_at else None,
-            lastUsedAt=row.last_used_at.isoformat() if row.last_used_at else None,
+    spec = r.spec(ApiKeySpec)
+    if ctx.database is None:
+        raise InvalidSpec(
+            "The operator has no database (TENANTRY_OPERATOR_DATABASE_URL), so it cannot "
+            "issue API keys.",
+            reason="DatabaseNotConfigured",
         )
-    except NotReady as problem:
-        observed.append(condition(READY, False, problem.reason, problem.message))
-        retry = problem.message
-    except InvalidSpec as problem:
-        observed.append(condition(READY, False, problem.reason, problem.message))
-    except kopf.TemporaryError as problem:
-        observed.append(condition(READY, False, "Retrying", str(problem)))
-        retry = str(problem)
-    _note(body, prior, observed, logger)
-    status["conditions"] = [
-        c.to_wire() for c in merge_conditions(prior.conditions, observed, generation, now)
-    ]
-    status["observedGeneration"] = generation
-    return status, retry
+    keys = Keys(ctx)
+    issued_ref = None
+    async with errors.database(), ctx.database.connect() as conn:
+        row = await repo.find_by_resource(conn, uid)
+    if row is None:
+        if spec.revoked:
+            raise InvalidSpec("Revoked before a key was issued; no key exists.", "Revoked")
+        row, issued_ref = await _issue(ctx, keys, body, spec, logger)
+    # Revocation first: it must land whatever else is wrong.
+    row = await _follow_spec(ctx, body, row, spec, uid, r.now, logger)
+    if row.tenant_name != spec.tenant_ref.name:
+        raise InvalidSpec(
+            f"spec.tenantRef cannot change once the key is issued (it acts for "
+            f"{row.tenant_name}); create a new ApiKey for tenant {spec.tenant_ref.name}.",
+            reason="TenantChanged",
+        )
+    secret_ref = issued_ref or prior.secret_ref
+    if secret_ref is None or row.tenant_uid is None:
+        tenant = await keys.tenant(namespace, row.tenant_name)
+        if row.tenant_uid is None:
+            # A key issued before keys named their Tenant's uid: this one is its Tenant.
+            async with errors.database(), ctx.database.begin() as conn:
+                await repo.adopt_tenant_uid(conn, uid, tenant.uid)
+        secret_ref = secret_ref or f"{tenant.namespace}/{spec.secret_name or name}"
+    secret_namespace, secret_name = secret_ref.split("/", 1)
+    secret = await keys.read_secret(secret_namespace, secret_name)
+    ok, reason, message = readiness(row, spec, secret_ref, secret is not None, r.now)
+    r.observe(condition(READY, ok, reason, message))
+    r.set(
+        prefix=row.key_prefix,
+        secretRef=secret_ref,
+        expiresAt=row.expires_at.isoformat() if row.expires_at else None,
+        lastUsedAt=row.last_used_at.isoformat() if row.last_used_at else None,
+    )
 
 
 async def _issue(
@@ -283,7 +253,8 @@ async def _issue(
     assert namespace
     assert uid
     assert ctx.database is not None
-    target = await keys.tenant_namespace(namespace, spec.tenant_ref.name)
+    tenant = await keys.tenant(namespace, spec.tenant_ref.name)
+    target = tenant.namespace
     secret_name = spec.secret_name or name
     existing = await keys.read_secret(target, secret_name)
     if existing is not None:
@@ -297,23 +268,21 @@ async def _issue(
     else:
         key = keyformat.generate()
         await keys.create_secret(target, secret_name, key, (namespace, name, uid))
-    try:
-        async with ctx.database.begin() as conn:
-            await repo.insert_key(
-                conn,
-                resource_uid=uid,
-                resource_namespace=namespace,
-                resource_name=name,
-                tenant_namespace=namespace,
-                tenant_name=spec.tenant_ref.name,
-                key_prefix=keyformat.display_prefix(key),
-                key_hash=keyformat.hash_key(key),
-                scopes=spec.scopes,
-                expires_at=spec.expires_at,
-            )
-            row = await repo.find_by_resource(conn, uid)
-    except SQLAlchemyError as error:
-        raise _database_error(error) from error
+    async with errors.database(), ctx.database.begin() as conn:
+        await repo.insert_key(
+            conn,
+            resource_uid=uid,
+            resource_namespace=namespace,
+            resource_name=name,
+            tenant_namespace=namespace,
+            tenant_name=spec.tenant_ref.name,
+            tenant_uid=tenant.uid,
+            key_prefix=keyformat.display_prefix(key),
+            key_hash=keyformat.hash_key(key),
+            scopes=spec.scopes,
+            expires_at=spec.expires_at,
+        )
+        row = await repo.find_by_resource(conn, uid)
     assert row is not None
     message = f"Issued key {row.key_prefix}... in Secret {target}/{secret_name}"
     logger.info(message)
@@ -332,44 +301,16 @@ async def _follow_spec(
 ) -> KeyRow:
     """Scopes, expiry and revocation of the row as the spec says; the row as it is now."""
     assert ctx.database is not None
-    try:
-        async with ctx.database.begin() as conn:
-            await repo.update_terms(conn, uid, spec.scopes, spec.expires_at)
-            if spec.revoked and row.revoked_at is None:
-                await repo.revoke(conn, uid, now)
-                message = f"Revoked key {row.key_prefix}..."
-                logger.info(message)
-                kopf.info(body, reason="KeyRevoked", message=message)
-            fresh = await repo.find_by_resource(conn, uid)
-    except SQLAlchemyError as error:
-        raise _database_error(error) from error
+    async with errors.database(), ctx.database.begin() as conn:
+        await repo.update_terms(conn, uid, spec.scopes, spec.expires_at)
+        if spec.revoked and row.revoked_at is None:
+            await repo.revoke(conn, uid, now)
+            message = f"Revoked key {row.key_prefix}..."
+            logger.info(message)
+            kopf.info(body, reason="KeyRevoked", message=message)
+        fresh = await repo.find_by_resource(conn, uid)
     assert fresh is not None
     return fresh
-
-
-def _prior_status(body: kopf.Body) -> ApiKeyStatus:
-    raw = {k: v for k, v in dict(body.status).items() if k != "kopf"}
-    try:
-        return ApiKeyStatus.model_validate(raw)
-    except ValidationError:
-        return ApiKeyStatus()
-
-
-def _note(
-    body: kopf.Body,
-    prior: ApiKeyStatus,
-    observed: list[tuple[str, ConditionStatus, str, str]],
-    logger: Logger,
-) -> None:
-    """An Event when readiness changes for the worse, not on every refresh."""
-    ready = next((c for c in prior.conditions if c.type == READY), None)
-    for type_, status, reason, message in observed:
-        if type_ != READY or status == ConditionStatus.TRUE:
-            continue
-        if ready is not None and (ready.reason, ready.message) == (reason, message):
-            continue
-        logger.info(message)
-        kopf.info(body, reason=reason, message=message)
 
 
 async def finalize(ctx: Context, body: kopf.Body, logger: Logger) -> None:
@@ -377,13 +318,10 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Logger) -> None:
     uid = body.metadata.uid
     assert uid
     if ctx.database is not None:
-        try:
-            async with ctx.database.begin() as conn:
-                row = await repo.find_by_resource(conn, uid)
-                if row is not None:
-                    await repo.revoke(conn, uid, utcnow())
-        except SQLAlchemyError as error:
-            raise _database_error(error) from error
+        async with errors.database(), ctx.database.begin() as conn:
+            row = await repo.find_by_resource(conn, uid)
+            if row is not None:
+                await repo.revoke(conn, uid, utcnow())
         if row is not None and row.revoked_at is None:
             logger.info(f"Revoked key {row.key_prefix}... of deleted ApiKey")
     for secret_ref in await Keys(ctx).delete_secrets_of(uid):

@@ -10,7 +10,7 @@ from pyhelm3 import errors as helm_errors
 from pyhelm3.models import Chart
 
 from tenantry.core.resources import ReleaseSummary
-from tenantry.operator.provisioning import InvalidSpec
+from tenantry.operator.errors import InvalidSpec
 
 
 class Releases:

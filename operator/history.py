@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import kopf
-from sqlalchemy.exc import SQLAlchemyError
 
 from tenantry.db.licenses import LicenseAction, record_license
+from tenantry.operator import errors
 from tenantry.operator.context import Context
 from tenantry.operator.provisioning import IssuedLicense, LicenseTerms
 
@@ -21,23 +21,18 @@ async def record(
     its plan terms are on the row that issued it."""
     if ctx.database is None:
         return
-    try:
-        async with ctx.database.begin() as conn:
-            await record_license(
-                conn,
-                tenant_namespace=body.metadata.namespace or "",
-                tenant_name=body.metadata.name or "",
-                tenant_uid=body.metadata.uid or "",
-                license_id=license_.license_id,
-                action=action,
-                plan=license_.plan,
-                features=terms.features if terms else {},
-                limits=terms.limits if terms else {},
-                token_sha256=license_.token_sha256,
-                issued_at=license_.issued_at,
-                expires_at=license_.expires_at,
-            )
-    except SQLAlchemyError as error:
-        raise kopf.TemporaryError(
-            f"Recording license history failed: {error.__class__.__name__}", delay=5
-        ) from error
+    async with errors.database(), ctx.database.begin() as conn:
+        await record_license(
+            conn,
+            tenant_namespace=body.metadata.namespace or "",
+            tenant_name=body.metadata.name or "",
+            tenant_uid=body.metadata.uid or "",
+            license_id=license_.license_id,
+            action=action,
+            plan=license_.plan,
+            features=terms.features if terms else {},
+            limits=terms.limits if terms else {},
+            token_sha256=license_.token_sha256,
+            issued_at=license_.issued_at,
+            expires_at=license_.expires_at,
+        )

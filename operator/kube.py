@@ -13,7 +13,6 @@ import datetime as dt
 import json
 from typing import Any
 
-import kopf
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
@@ -37,19 +36,12 @@ from tenantry.core.names import (
     TENANT_NAMESPACE_LABEL,
 )
 from tenantry.core.resources import GROUP, VERSION, TenantKind
-from tenantry.operator.provisioning import InvalidSpec, IssuedLicense, NotReady
+from tenantry.operator.errors import InvalidSpec, NotReady, not_found, retry_later
+from tenantry.operator.provisioning import IssuedLicense
 
 FIELD_MANAGER = "tenantry-operator"
 
 Tenant = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, TenantKind.plural)
-
-
-def _not_found(error: ApiError) -> bool:
-    return error.status.code == 404
-
-
-def retry_later(error: ApiError, doing: str) -> kopf.TemporaryError:
-    return kopf.TemporaryError(f"{doing}: {error.status.code} {error.status.message}", delay=2)
 
 
 class Cluster:
@@ -61,7 +53,7 @@ class Cluster:
         try:
             existing = await self.client.get(Namespace, name)
         except ApiError as error:
-            if not _not_found(error):
+            if not not_found(error):
                 raise retry_later(error, f"Reading namespace {name}") from error
             existing = None
         if existing is not None:
@@ -103,7 +95,7 @@ class Cluster:
         try:
             secret = await self.client.get(Secret, name, namespace=namespace)
         except ApiError as error:
-            if _not_found(error):
+            if not_found(error):
                 return None
             raise retry_later(error, f"Reading Secret {namespace}/{name}") from error
         annotations = (secret.metadata and secret.metadata.annotations) or {}
@@ -169,7 +161,7 @@ class Cluster:
                 Secret, name, patch, namespace=namespace, patch_type=PatchType.MERGE
             )
         except ApiError as error:
-            if not _not_found(error):
+            if not not_found(error):
                 raise retry_later(error, f"Clearing Secret {namespace}/{name}") from error
 
     async def namespace_phase(self, name: str) -> str | None:
@@ -177,7 +169,7 @@ class Cluster:
         try:
             namespace = await self.client.get(Namespace, name)
         except ApiError as error:
-            if _not_found(error):
+            if not_found(error):
                 return None
             raise retry_later(error, f"Reading namespace {name}") from error
         return (namespace.status and namespace.status.phase) or "Active"
@@ -187,7 +179,7 @@ class Cluster:
         try:
             namespace = await self.client.get(Namespace, name)
         except ApiError as error:
-            if _not_found(error):
+            if not_found(error):
                 return False
             raise retry_later(error, f"Reading namespace {name}") from error
         labels = (namespace.metadata and namespace.metadata.labels) or {}
@@ -201,7 +193,7 @@ class Cluster:
         try:
             await self.client.delete(Namespace, name)
         except ApiError as error:
-            if _not_found(error):
+            if not_found(error):
                 return False
             raise retry_later(error, f"Deleting namespace {name}") from error
         return True
@@ -214,5 +206,5 @@ class Cluster:
                 Tenant, name, patch, namespace=namespace, patch_type=PatchType.MERGE
             )
         except ApiError as error:
-            if not _not_found(error):
+            if not not_found(error):
                 raise retry_later(error, f"Nudging Tenant {namespace}/{name}") from error

@@ -19,7 +19,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tenantry.core.periods import CALENDAR_MONTHS, BillingCycle
 from tenantry.core.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
+from tenantry.operator.errors import InvalidSpec, NotReady
 
 # Subscription states in which the instance is scaled to zero. `past_due`
 # keeps running while Stripe retries the payment; it ends in `unpaid`.
@@ -27,24 +29,6 @@ SUSPENDING_STATES = frozenset({SubscriptionState.UNPAID, SubscriptionState.CANCE
 
 # Chart values Tenantry sets itself; a Tenant setting them is a spec error.
 RESERVED_VALUES = ("tenant", "license", "suspended")
-
-
-class NotReady(Exception):
-    """Something the Tenant needs does not exist yet; it recovers by itself."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class InvalidSpec(Exception):
-    """The Tenant's spec is wrong; the message names the field and the fix."""
-
-    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -116,6 +100,7 @@ class Desired:
     terms: LicenseTerms
     values: dict[str, Any]
     suspended: bool
+    cycle: BillingCycle
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
@@ -187,6 +172,14 @@ def license_terms(
         trial_end=trial_end(subscription, plan) if state == SubscriptionState.TRIALING else None,
         period_end=subscription.period_end,
     )
+
+
+def billing_cycle(subscription: SubscriptionView, plan: PlanSpec) -> BillingCycle:
+    """The subscription's periods: from its creation, on its anchor day (default: that
+    day of the month), every interval of its plan."""
+    start = subscription.created or CALENDAR_MONTHS.start
+    anchor_day = subscription.spec.billing_cycle_anchor_day or start.astimezone(dt.UTC).day
+    return BillingCycle(start=start, interval=plan.price.interval, anchor_day=anchor_day)
 
 
 def should_suspend(spec: TenantSpec, state: SubscriptionState) -> bool:
@@ -304,4 +297,5 @@ def desired_state(
         terms=license_terms(tenant_id, tenant_name, plan_name, plan, subscription),
         values=helm_values(chart, tenant_name, spec, license_secret, suspended),
         suspended=suspended,
+        cycle=billing_cycle(subscription, plan),
     )

@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 
-from tenantry.core.conditions import condition, merge_conditions
+from tenantry.core.conditions import READY, Observed, condition
 from tenantry.core.names import REVOKE_LICENSE_ANNOTATION
 from tenantry.core.resources import (
     GROUP,
     VERSION,
-    ConditionStatus,
+    BillingCycleSummary,
     LicenseSummary,
     PlanKind,
     PlanSpec,
@@ -37,43 +35,30 @@ from tenantry.core.resources import (
 )
 from tenantry.db import apikeys as apikeys_repository
 from tenantry.db.licenses import LicenseAction
-from tenantry.operator import history, licensing
+from tenantry.operator import errors, history, licensing
 from tenantry.operator.context import Context
+from tenantry.operator.errors import InvalidSpec, spec_error
 from tenantry.operator.keys import Revocation
 from tenantry.operator.provisioning import (
     Desired,
-    InvalidSpec,
     IssuedLicense,
-    NotReady,
     SubscriptionView,
     desired_state,
     license_due,
     select_subscription,
     tenant_namespace,
 )
+from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling, utcnow
 
 NAMESPACE_READY = "NamespaceReady"
 LICENSE_ISSUED = "LicenseIssued"
 RELEASE_DEPLOYED = "ReleaseDeployed"
 PAYMENT_CURRENT = "PaymentCurrent"
-READY = "Ready"
 HISTORY_ACTIONS: dict[str, LicenseAction] = {
     "Issued": "issued",
     "Renewed": "renewed",
     "Reissued": "reissued",
 }
-
-Observed = list[tuple[str, ConditionStatus, str, str]]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def spec_error(error: ValidationError, prefix: str = "spec") -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in (prefix, *first["loc"]))
-    return f"{where}: {first['msg']}"
 
 
 def subscription_views(raw: Iterable[Mapping[str, Any]]) -> list[SubscriptionView]:
@@ -119,7 +104,7 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def payment_condition(state: SubscriptionState) -> tuple[str, ConditionStatus, str, str]:
+def payment_condition(state: SubscriptionState) -> Observed:
     if state in (SubscriptionState.PAST_DUE, SubscriptionState.UNPAID):
         return condition(PAYMENT_CURRENT, False, "PaymentFailed", f"Subscription is {state.value}.")
     if state == SubscriptionState.CANCELED:
@@ -134,89 +119,86 @@ async def reconcile(
     body: kopf.Body,
     subscriptions: Iterable[Mapping[str, Any]],
     plans: Mapping[str, Iterable[Mapping[str, Any]]],
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    logger: Logger,
 ) -> dict[str, Any]:
     """Bring one Tenant's namespace, license and release in line; return its new status."""
-    now = utcnow()
+    prior = prior_status(body, TenantStatus)
+    async with reconciling(body, prior.conditions, logger) as r:
+        await provision(ctx, r, prior, subscriptions, plans, logger)
+    return r.status()
+
+
+async def provision(
+    ctx: Context,
+    r: Reconcile,
+    prior: TenantStatus,
+    subscriptions: Iterable[Mapping[str, Any]],
+    plans: Mapping[str, Iterable[Mapping[str, Any]]],
+    logger: Logger,
+) -> None:
+    body, settings = r.body, ctx.settings
     name, namespace = body.metadata.name, body.metadata.namespace
     assert name
     assert namespace
-    generation = body.metadata.get("generation")
-    prior = _prior_status(body)
-    observed: Observed = []
-    status: dict[str, Any] = {}
-    settings = ctx.settings
-    try:
-        try:
-            spec = TenantSpec.model_validate(dict(body.spec))
-        except ValidationError as error:
-            raise InvalidSpec(spec_error(error)) from error
-        subscription = select_subscription(name, namespace, subscription_views(subscriptions))
-        # Only this Tenant's Plan is read: another Plan's trouble is not its own.
-        plan_name = subscription.spec.plan_ref.name
-        desired = desired_state(
-            tenant_id=body.metadata.uid or name,
-            tenant_name=name,
-            tenant_namespace_prefix=settings.namespace_prefix,
-            spec=spec,
-            subscription=subscription,
-            plans=plan_specs({plan_name: plans.get(plan_name, ())}),
-            chart=ctx.chart,
-            license_secret=settings.license_secret,
-        )
-        status["plan"] = desired.plan_name
-        status["namespace"] = desired.namespace
-        observed.append(payment_condition(desired.state))
+    spec = r.spec(TenantSpec)
+    subscription = select_subscription(name, namespace, subscription_views(subscriptions))
+    # Only this Tenant's Plan is read: another Plan's trouble is not its own.
+    plan_name = subscription.spec.plan_ref.name
+    desired = desired_state(
+        tenant_id=body.metadata.uid or name,
+        tenant_name=name,
+        tenant_namespace_prefix=settings.namespace_prefix,
+        spec=spec,
+        subscription=subscription,
+        plans=plan_specs({plan_name: plans.get(plan_name, ())}),
+        chart=ctx.chart,
+        license_secret=settings.license_secret,
+    )
+    r.set(
+        plan=desired.plan_name,
+        namespace=desired.namespace,
+        billingCycle=BillingCycleSummary(
+            start=desired.cycle.start,
+            interval=desired.cycle.interval,
+            anchor_day=desired.cycle.anchor_day,
+        ).to_wire(),
+    )
+    r.observe(payment_condition(desired.state))
 
-        new_namespace = await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
-        if prior.namespace != desired.namespace:
-            kopf.info(
-                body, reason="NamespaceReady", message=f"Namespace {desired.namespace} is ready"
-            )
-        observed.append(
-            condition(NAMESPACE_READY, True, "Created", f"Namespace {desired.namespace}.")
-        )
+    new_namespace = await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
+    if prior.namespace != desired.namespace:
+        kopf.info(body, reason="NamespaceReady", message=f"Namespace {desired.namespace} is ready")
+    r.observe(condition(NAMESPACE_READY, True, "Created", f"Namespace {desired.namespace}."))
 
-        license_status, license_condition = await ensure_license(ctx, body, desired, now, logger)
-        status["license"] = license_status
-        observed.append(license_condition)
+    license_status, license_condition = await ensure_license(ctx, body, desired, r.now, logger)
+    r.set(license=license_status)
+    r.observe(license_condition)
 
-        release = await ctx.releases.ensure(
-            settings.release_name, desired.namespace, desired.values, new_namespace=new_namespace
+    release = await ctx.releases.ensure(
+        settings.release_name, desired.namespace, desired.values, new_namespace=new_namespace
+    )
+    r.set(release=release.to_wire())
+    if prior.release is None or prior.release.revision != release.revision:
+        message = (
+            f"Deployed release {desired.namespace}/{release.name} revision {release.revision}"
+            f"{' (suspended)' if desired.suspended else ''}"
         )
-        status["release"] = release.to_wire()
-        if prior.release is None or prior.release.revision != release.revision:
-            message = (
-                f"Deployed release {desired.namespace}/{release.name} revision {release.revision}"
-                f"{' (suspended)' if desired.suspended else ''}"
-            )
-            logger.info(message)
-            kopf.info(body, reason="ReleaseDeployed", message=message)
-        deployed = release.status == "deployed"
-        observed.append(
-            condition(
-                RELEASE_DEPLOYED,
-                deployed,
-                "Suspended" if desired.suspended else ("Deployed" if deployed else "NotDeployed"),
-                f"Release {release.name} revision {release.revision} is {release.status}"
-                f"{', scaled to zero' if desired.suspended else ''}.",
-            )
+        logger.info(message)
+        kopf.info(body, reason="ReleaseDeployed", message=message)
+    deployed = release.status == "deployed"
+    r.observe(
+        condition(
+            RELEASE_DEPLOYED,
+            deployed,
+            "Suspended" if desired.suspended else ("Deployed" if deployed else "NotDeployed"),
+            f"Release {release.name} revision {release.revision} is {release.status}"
+            f"{', scaled to zero' if desired.suspended else ''}.",
         )
-        observed.append(
-            condition(READY, deployed, "Suspended" if desired.suspended else "Provisioned",
-                      "Instance is suspended." if desired.suspended else "Instance is provisioned.")
-        )  # fmt: skip
-    except NotReady as problem:
-        observed.append(condition(READY, False, problem.reason, problem.message))
-        _note_problem(body, prior, problem.reason, problem.message, logger)
-    except InvalidSpec as problem:
-        observed.append(condition(READY, False, problem.reason, problem.message))
-        _note_problem(body, prior, problem.reason, problem.message, logger, warning=True)
-    status["conditions"] = [
-        c.to_wire() for c in merge_conditions(prior.conditions, observed, generation, now)
-    ]
-    status["observedGeneration"] = generation
-    return status
+    )
+    r.observe(
+        condition(READY, deployed, "Suspended" if desired.suspended else "Provisioned",
+                  "Instance is suspended." if desired.suspended else "Instance is provisioned.")
+    )  # fmt: skip
 
 
 async def ensure_license(
@@ -224,8 +206,8 @@ async def ensure_license(
     body: kopf.Body,
     desired: Desired,
     now: dt.datetime,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> tuple[dict[str, Any] | None, tuple[str, ConditionStatus, str, str]]:
+    logger: Logger,
+) -> tuple[dict[str, Any] | None, Observed]:
     """Issue, renew, re-issue or revoke the Tenant's license; its status entry and condition."""
     settings = ctx.settings
     namespace, secret = desired.namespace, settings.license_secret
@@ -291,30 +273,6 @@ async def ensure_license(
     )
 
 
-def _prior_status(body: kopf.Body) -> TenantStatus:
-    raw = {k: v for k, v in dict(body.status).items() if k != "kopf"}
-    try:
-        return TenantStatus.model_validate(raw)
-    except ValidationError:
-        return TenantStatus()
-
-
-def _note_problem(
-    body: kopf.Body,
-    prior: TenantStatus,
-    reason: str,
-    message: str,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    warning: bool = False,
-) -> None:
-    """Log and record an Event once per new problem, not on every timer tick."""
-    ready = next((c for c in prior.conditions if c.type == READY), None)
-    if ready is not None and ready.reason == reason and ready.message == message:
-        return
-    (logger.warning if warning else logger.info)(message)
-    (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
-
-
 async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
     """Uninstall the release and delete the namespace; done when the namespace is gone."""
     name, namespace = body.metadata.name, body.metadata.namespace
@@ -347,15 +305,14 @@ async def revoke_api_keys(ctx: Context, body: kopf.Body, logger: Any) -> None:
     name never inherits them."""
     if ctx.database is None:
         return
-    try:
-        async with ctx.database.begin() as conn:
-            revoked = await apikeys_repository.revoke_tenant_keys(
-                conn, body.metadata.namespace or "", body.metadata.name or "", utcnow()
-            )
-    except SQLAlchemyError as error:
-        raise kopf.TemporaryError(
-            f"Revoking the tenant's API keys failed: {error.__class__.__name__}", delay=5
-        ) from error
+    async with errors.database(), ctx.database.begin() as conn:
+        revoked = await apikeys_repository.revoke_tenant_keys(
+            conn,
+            body.metadata.namespace or "",
+            body.metadata.name or "",
+            body.metadata.uid or "",
+            utcnow(),
+        )
     if revoked:
         logger.info(f"Revoked {revoked} API key(s) of the deleted Tenant")
         kopf.info(body, reason="ApiKeysRevoked", message=f"Revoked {revoked} API key(s)")

@@ -33,16 +33,46 @@ def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+NOT_YET: tuple[type[Exception], ...] = (LookupError, TypeError, AttributeError, StopIteration)
+"""What a check raises while what it reads is still being written: a key or an item
+that is not there yet (KeyError, IndexError, `next` without a default), or a None
+where a mapping will be (TypeError, AttributeError)."""
+
+
 def wait_for(check: Callable[[], T], what: str, timeout: float = 30, interval: float = 0.2) -> T:
-    """Poll until `check` returns something truthy; fail saying what never happened."""
+    """Poll until `check` returns something truthy; fail saying what never happened.
+
+    A check that raises one of NOT_YET has not succeeded *yet*, and polling goes
+    on; one that still raises at the deadline fails with that error's type and
+    message (and the error as the cause). Anything else a check raises, such as
+    the AssertionError of a failed kubectl or of a process that exited, fails at
+    once. `check` runs at least once, and once more after the last sleep.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
+    error: Exception | None = None
+    raised = False
+    while True:
+        try:
+            last = check()
+        except NOT_YET as exc:
+            error, raised = exc, True
+        else:
+            if last:
+                return last
+            raised = False
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
+    failure = f"timed out after {timeout}s waiting for {what}"
+    if error is None:
+        raise AssertionError(f"{failure}; last saw {last!r}")
+    raised_text = f"{type(error).__name__}: {error}"
+    if raised:
+        raise AssertionError(f"{failure}; the check still raised {raised_text}") from error
+    raise AssertionError(
+        f"{failure}; last saw {last!r} (an earlier check raised {raised_text})"
+    ) from error
 
 
 @dataclass
@@ -86,8 +116,42 @@ class Kube:
             raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def releases(self, namespace: str) -> list[dict[str, Any]]:
-        return json.loads(self.helm("list", "-n", namespace, "-o", "json") or "[]")  # type: ignore[no-any-return]
+    def releases(self, namespace: str, *, all_states: bool = False) -> list[dict[str, Any]]:
+        """`helm list`: the latest revision of each release in `namespace`.
+
+        Plain `helm list` shows only deployed and failed releases, so a release
+        being installed or upgraded (pending-install, pending-upgrade) is missing
+        from it until helm is done; `all_states` (`helm list --all`) shows every
+        release whatever its status.
+        """
+        args = ["list", "-n", namespace, "-o", "json"]
+        if all_states:
+            args.append("--all")
+        return json.loads(self.helm(*args) or "[]")  # type: ignore[no-any-return]
+
+    def release(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The latest revision of release `name` whatever its status, None when there is none.
+
+        Check `status` ("deployed", "pending-upgrade", "failed"...) before
+        trusting the rest: mid-upgrade, `revision` is already the new one.
+        `revision` is a string, as helm prints it.
+        """
+        return next(
+            (r for r in self.releases(namespace, all_states=True) if r.get("name") == name), None
+        )
+
+
+def dig(obj: Any, *path: str | int) -> Any:
+    """`obj[path[0]][path[1]]...`, or None where a step is missing or null: an
+    object read while it is still being written, in a wait's check."""
+    for step in path:
+        if isinstance(obj, dict):
+            obj = obj.get(step)
+        elif isinstance(obj, list) and isinstance(step, int) and -len(obj) <= step < len(obj):
+            obj = obj[step]
+        else:
+            return None
+    return obj
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, Request
@@ -32,7 +31,6 @@ from tenantry.api.errors import (
     parse_body,
     responses,
 )
-from tenantry.api.quotas.endpoints import quotas_of
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import existing_tenant
 from tenantry.core import keyformat
@@ -80,12 +78,8 @@ async def introspect(request: Request) -> Response:
         return Response(await answer(rt, presented, key_hash), media_type="application/json")
     rt.last_used.note(cached.key_id, utcnow())
     if rt.answers.refresh_due(key_hash, cached):
-        _background.add(task := asyncio.create_task(_refresh(rt, presented, key_hash)))
-        task.add_done_callback(_background.discard)
+        rt.spawn(_refresh(rt, presented, key_hash))
     return Response(cached.body, media_type="application/json")
-
-
-_background: set[asyncio.Task[None]] = set()
 
 
 async def _refresh(rt: Runtime, presented: str, key_hash: str) -> None:
@@ -105,8 +99,8 @@ async def answer(rt: Runtime, presented: str, key_hash: str) -> bytes:
         rt.answers.drop(key_hash)
         return _INACTIVE
     tenant, plan = caller.tenant, caller.tenant.plan
-    generation = rt.answers.generation(tenant.key)
-    view = await quotas_of(rt, tenant)
+    generation = rt.answers.generation(tenant.uid)
+    view = await rt.quotas.quotas(tenant, utcnow())
     built = Introspection(
         active=True,
         tenant=TenantRef(
@@ -123,7 +117,7 @@ async def answer(rt: Runtime, presented: str, key_hash: str) -> bytes:
         quota_source=view.source,
     )
     body = built.model_dump_json(exclude_none=True).encode()
-    rt.answers.put(key_hash, body, caller.key.id, tenant.key, generation, caller.key.expires_at)
+    rt.answers.put(key_hash, body, caller.key.id, tenant.uid, generation, caller.key.expires_at)
     return body
 
 
@@ -135,9 +129,9 @@ async def answer(rt: Runtime, presented: str, key_hash: str) -> bytes:
     responses=responses(Unauthorized, NotFound, Unavailable),
 )
 async def list_keys(namespace: str, name: str, rt: RuntimeDep) -> ApiKeyList:
-    await existing_tenant(rt.catalog, namespace, name)
+    tenant = await existing_tenant(rt.catalog, namespace, name)
     async with rt.engine.connect() as conn:
-        rows = await repo.list_for_tenant(conn, namespace, name)
+        rows = await repo.list_for_tenant(conn, namespace, name, tenant.uid)
     now = utcnow()
     return ApiKeyList(
         tenant=f"{namespace}/{name}",

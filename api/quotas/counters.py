@@ -1,4 +1,5 @@
-"""Quota counters in Redis: `quota:<tenant>:<metric>:<YYYY-MM>`.
+"""Quota counters in Redis: `quota:<tenant uid>:<metric>:<period start>`, one per billing
+period of the tenant's cycle (e.g. `quota:5f0c…:api_calls:20261115T0000Z`).
 
 Redis is a cache here: every counter can be rebuilt from PostgreSQL, and is,
 whenever it is missing (first use in a period, Redis restarted or flushed).
@@ -27,14 +28,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tenantry.api.usage.periods import period_bounds
+from tenantry.api.errors import Unavailable
 from tenantry.api.usage.repository import CounterDelta
+from tenantry.core.periods import period_key
 from tenantry.core.resources import Aggregation
 
 log = logging.getLogger("tenantry.api.quotas")
 
 KEEP_AFTER_PERIOD = dt.timedelta(days=40)
-"""Counters outlive their month by this much: late reports still find them."""
+"""Counters outlive their period by this much: late reports still find them."""
 
 _CONSUME = """
 local v = redis.call('GET', KEYS[1])
@@ -95,14 +97,23 @@ class CountersDown(Exception):
     """Redis did not answer; the caller falls back per the failure mode."""
 
 
+def counters_unavailable() -> Unavailable:
+    return Unavailable(
+        "Quota counters are unavailable (Redis is unreachable) and this service is set to fail "
+        "closed (TENANTRY_REDIS_FAILURE_MODE=fail_closed). Retry shortly.",
+        code="counters_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
 OUTAGE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 """What counts as Redis being away. Any other error (a script's ResponseError:
 a corrupt counter, an overflow) is about one request's data, not Redis's
 health: it must not switch every request to the fallback."""
 
 
-def counter_key(tenant: str, metric: str, period: str) -> str:
-    return f"quota:{tenant}:{metric}:{period}"
+def counter_key(tenant: str, metric: str, period_start: dt.datetime) -> str:
+    return f"quota:{tenant}:{metric}:{period_key(period_start)}"
 
 
 def _op(aggregation: Aggregation) -> str:
@@ -120,9 +131,8 @@ def _number(raw: bytes | str | None) -> int | None:
         return None
 
 
-def expiry_seconds(period: str, now: dt.datetime) -> int:
-    _, end = period_bounds(period)
-    return max(60, int((end + KEEP_AFTER_PERIOD - now).total_seconds()))
+def expiry_seconds(period_end: dt.datetime, now: dt.datetime) -> int:
+    return max(60, int((period_end + KEEP_AFTER_PERIOD - now).total_seconds()))
 
 
 class Counters:
@@ -273,7 +283,7 @@ class Counters:
     async def apply(self, deltas: Sequence[CounterDelta]) -> None:
         if not deltas:
             return
-        keys = [counter_key(d.tenant, d.metric, d.period) for d in deltas]
+        keys = [counter_key(d.tenant, d.metric, d.period_start) for d in deltas]
         args: list[Any] = []
         for d in deltas:
             args += [_op(d.aggregation), str(d.value), str(d.latest_ms)]

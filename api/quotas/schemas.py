@@ -13,7 +13,10 @@ class QuotaState(BaseModel):
     limit: int = Field(description="The plan's limit for the period.")
     used: int = Field(description="Counted so far in the period.")
     remaining: int = Field(description="Left before the limit (0 when over it).")
-    period: str = Field(description="`YYYY-MM`, UTC.")
+    period: str = Field(
+        description="The tenant's billing period, an ISO 8601 interval in UTC "
+        "(`2026-11-15T00:00:00Z/2026-12-15T00:00:00Z`)."
+    )
 
 
 class Quotas(BaseModel):
@@ -44,4 +47,7 @@ class ConsumeResult(BaseModel):
     limit: int = Field(description="-1 when the plan sets no limit.")
     used: int | None = Field(description="Counted so far in the period, this request included.")
     remaining: int | None = Field(description="Left in the period; null when unlimited.")
-    period: str
+    period: str = Field(
+        description="The tenant's billing period, an ISO 8601 interval in UTC "
+        "(`2026-11-15T00:00:00Z/2026-12-15T00:00:00Z`)."
+    )

@@ -1,30 +1,41 @@
-"""Checking and counting quotas against the plan, in Redis or, when it is away, in PostgreSQL."""
+"""Checking and counting quotas against the plan, in Redis or, when it is away, in PostgreSQL.
+
+Exact under concurrency: no request is admitted past the limit and every
+admitted one is counted once, also when retried with the same transaction
+id, also when Redis fails mid-request (the counter is then dropped and
+rebuilt from PostgreSQL, which holds every admitted event).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tenantry import license as lic
-from tenantry.api.errors import QuotaExceeded, Unprocessable
+from tenantry.api.errors import Conflict, QuotaExceeded, Unavailable, Unprocessable
 from tenantry.api.quotas import repository as quota_repo
 from tenantry.api.quotas.counters import (
     Counters,
     CountersDown,
     Outcome,
     counter_key,
+    counters_unavailable,
     expiry_seconds,
 )
-from tenantry.api.quotas.schemas import ConsumeResult, QuotaState
+from tenantry.api.quotas.schemas import ConsumeRequest, ConsumeResult, Quotas, QuotaState
+from tenantry.api.tally import Tally
 from tenantry.api.tenants.catalog import Plan, Tenant
 from tenantry.api.usage import repository as usage_repo
-from tenantry.api.usage.periods import period_bounds, period_of, period_value
 from tenantry.api.usage.schemas import UsageEvent
+from tenantry.core.periods import Period
 from tenantry.core.resources import UNLIMITED, Aggregation
+from tenantry.core.usage import period_value
 
 log = logging.getLogger("tenantry.api.quotas")
 
@@ -34,7 +45,7 @@ CONSUMABLE = (Aggregation.COUNT, Aggregation.SUM)
 class NeedsRebuild(Exception):
     """The counter is not in Redis: rebuild it from PostgreSQL, then try again."""
 
-    def __init__(self, metric: str, period: str) -> None:
+    def __init__(self, metric: str, period: Period) -> None:
         super().__init__(metric, period)
         self.metric = metric
         self.period = period
@@ -46,15 +57,26 @@ class ConsumeOutcome:
     counted_in_redis: str | None  # the counter incremented, dropped if the commit fails
 
 
-def over_quota(plan: Plan, metric: str, limit: int, current: int, amount: int, period: str,
+def plan_of(tenant: Tenant) -> Plan:
+    if tenant.plan is None:
+        raise Conflict(
+            f"Tenant {tenant.key} has no plan in force yet: the operator has not finished "
+            "provisioning it (see `kubectl get tenant`). Retry shortly.",
+            code="tenant_not_ready",
+        )
+    return tenant.plan
+
+
+def over_quota(plan: Plan, metric: str, limit: int, current: int, amount: int, period: Period,
                now: dt.datetime) -> QuotaExceeded:  # fmt: skip
     """429 with the license guard's details shape (`LimitExceeded.details`)."""
-    _, reset = period_bounds(period)
+    reset = period.end
     noun = metric.replace("_", " ")
     message = (
-        f"Your {plan.spec.display_name} plan allows {limit} {noun} per month. {current} are "
-        f"used in {period} and this request needs {amount} more. Upgrade your plan, or wait "
-        f"until the quota resets on {reset:%Y-%m-%d}."
+        f"Your {plan.spec.display_name} plan allows {limit} {noun} per billing period. "
+        f"{current} are used in the period {period.start:%Y-%m-%d} to {reset:%Y-%m-%d} and "
+        f"this request needs {amount} more. Upgrade your plan, or wait until the quota resets "
+        f"on {reset:%Y-%m-%d}."
     )
     error = lic.LimitExceeded(
         message,
@@ -65,7 +87,7 @@ def over_quota(plan: Plan, metric: str, limit: int, current: int, amount: int, p
         plan_code=plan.name,
         licensed=True,
         requested=amount,
-        period=period,
+        period=period.label(),
         resets_at=reset.isoformat(),
     )
     retry = max(1, int((reset - now).total_seconds()))
@@ -115,10 +137,10 @@ async def consume(
     check PostgreSQL's figure.
     """
     consumable(plan, metric, amount)
-    period = period_of(now)
+    period = tenant.period_at(now)
     limit = plan.limit(metric)
-    key = counter_key(tenant.key, metric, period)
-    lock = usage_repo.counter_lock_id(tenant.key, metric, period)
+    key = counter_key(tenant.uid, metric, period.start)
+    lock = usage_repo.counter_lock_id(tenant.uid, metric, period.start)
     event = UsageEvent(
         transaction_id=transaction_id or f"consume:{uuid.uuid4()}",
         metric=metric,
@@ -130,9 +152,11 @@ async def consume(
         await quota_repo.mark_counters_stale(conn)
         await usage_repo.lock_counter(conn, lock)
     inserted = await usage_repo.insert_events(
-        conn, [usage_repo.Submission(tenant.key, [event], [plan.metrics[metric]])], [lock]
+        conn,
+        [usage_repo.Submission(0, tenant.uid, period, [event], [plan.metrics[metric]])],
+        [lock],
     )
-    if inserted.accepted[0] == 0:
+    if inserted.accepted.get(0, 0) == 0:
         return ConsumeOutcome(_result(metric, limit, None, period, duplicate=True), None)
     if use_redis:
         decision = await counters.consume(key, limit, amount)
@@ -141,7 +165,7 @@ async def consume(
         if decision.outcome == Outcome.REFUSED:
             raise over_quota(plan, metric, limit, decision.value, amount, period, now)
         return ConsumeOutcome(_result(metric, limit, decision.value, period), key)
-    totals = await usage_repo.period_totals(conn, tenant.key, period, [metric])
+    totals = await usage_repo.period_totals(conn, tenant.uid, period, [metric])
     used = period_value(totals[0]) if totals else amount
     if limit != UNLIMITED and used > limit:
         raise over_quota(plan, metric, limit, used - amount, amount, period, now)
@@ -149,7 +173,7 @@ async def consume(
 
 
 def _result(
-    metric: str, limit: int, used: int | None, period: str, duplicate: bool = False
+    metric: str, limit: int, used: int | None, period: Period, duplicate: bool = False
 ) -> ConsumeResult:
     remaining = None if limit == UNLIMITED or used is None else max(0, limit - used)
     return ConsumeResult(
@@ -158,12 +182,12 @@ def _result(
         limit=limit,
         used=used,
         remaining=remaining,
-        period=period,
+        period=period.label(),
     )
 
 
 async def rebuild(
-    engine: AsyncEngine, counters: Counters, tenant: str, metric: str, period: str,
+    engine: AsyncEngine, counters: Counters, tenant: str, metric: str, period: Period,
     now: dt.datetime,
 ) -> None:  # fmt: skip
     """Create a missing counter from PostgreSQL's figure (its own short transaction).
@@ -173,15 +197,17 @@ async def rebuild(
     counter must start from.
     """
     async with engine.begin() as conn:
-        await usage_repo.lock_counter(conn, usage_repo.counter_lock_id(tenant, metric, period))
+        await usage_repo.lock_counter(
+            conn, usage_repo.counter_lock_id(tenant, metric, period.start)
+        )
         totals = await usage_repo.period_totals(conn, tenant, period, [metric])
         value, latest_ms = 0, None
         if totals:
             value = period_value(totals[0])
             if totals[0].aggregation == Aggregation.LATEST:
                 latest_ms = int(totals[0].latest_at.timestamp() * 1000)
-        await counters.seed(counter_key(tenant, metric, period), value, latest_ms,
-                            expiry_seconds(period, now))  # fmt: skip
+        await counters.seed(counter_key(tenant, metric, period.start), value, latest_ms,
+                            expiry_seconds(period.end, now))  # fmt: skip
 
 
 async def quota_states(
@@ -195,31 +221,28 @@ async def quota_states(
     metrics = [m.name for m in plan.limited_metrics()]
     if not metrics:
         return {}
-    period = period_of(now)
+    period = tenant.period_at(now)
     used: dict[str, int] = {}
     if use_redis:
-        keys = [counter_key(tenant.key, m, period) for m in metrics]
+        keys = [counter_key(tenant.uid, m, period.start) for m in metrics]
         values = await counters.read(keys)
         missing = [m for m, v in zip(metrics, values, strict=True) if v is None]
         for metric in missing:
-            await rebuild(engine, counters, tenant.key, metric, period, now)
+            await rebuild(engine, counters, tenant.uid, metric, period, now)
         if missing:
             values = await counters.read(keys)
         used = {m: v or 0 for m, v in zip(metrics, values, strict=True)}
     else:
         async with engine.connect() as conn:
-            totals = await usage_repo.period_totals(conn, tenant.key, period, metrics)
+            totals = await usage_repo.period_totals(conn, tenant.uid, period, metrics)
         used = {t.metric: period_value(t) for t in totals}
     states = {}
     for metric in metrics:
         limit, figure = plan.limit(metric), used.get(metric, 0)
         states[metric] = QuotaState(
-            limit=limit, used=figure, remaining=max(0, limit - figure), period=period
+            limit=limit, used=figure, remaining=max(0, limit - figure), period=period.label()
         )
     return states
-
-
-__all__ = ["CountersDown", "NeedsRebuild", "consume", "quota_states", "rebuild"]
 
 
 async def drain_stale_counters(engine: AsyncEngine, counters: Counters) -> int:
@@ -235,3 +258,101 @@ async def drain_stale_counters(engine: AsyncEngine, counters: Counters) -> int:
         dropped = await counters.drop_all()
     log.warning("Dropped %d quota counters written around a Redis outage; rebuilt on use", dropped)
     return dropped
+
+
+class QuotaService:
+    """Quota checks for the routes: the retries, fallbacks and counts of one request."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        counters: Counters,
+        tally: Tally,
+        *,
+        fail_open: bool,
+        on_change: Callable[[Tenant], None],
+    ) -> None:
+        self.engine = engine
+        self.counters = counters
+        self.tally = tally
+        self.fail_open = fail_open
+        # Told when a tenant's figures moved: cached answers drop, status is rewritten.
+        self.on_change = on_change
+
+    async def use_redis(self) -> bool:
+        """Whether to count in Redis now; False means PostgreSQL (fail open)."""
+        if await self.counters.available():
+            return True
+        if self.fail_open:
+            return False
+        raise counters_unavailable()
+
+    async def quotas(self, tenant: Tenant, now: dt.datetime) -> Quotas:
+        redis = await self.use_redis()
+        try:
+            states = await quota_states(self.engine, self.counters, tenant, now, use_redis=redis)
+        except CountersDown as error:
+            if not self.fail_open:
+                raise counters_unavailable() from error
+            redis = False
+            states = await quota_states(self.engine, self.counters, tenant, now, use_redis=False)
+        return Quotas(
+            tenant=tenant.key,
+            plan=tenant.plan.name if tenant.plan else None,
+            quotas=states,
+            source="redis" if redis else "database",
+        )
+
+    async def consume(
+        self, tenant: Tenant, request: ConsumeRequest, clock: Callable[[], dt.datetime]
+    ) -> ConsumeResult:
+        """Admit and count the request, or raise `QuotaExceeded` (429)."""
+        plan = plan_of(tenant)
+        consumable(plan, request.metric, request.amount)
+        for _ in range(3):
+            now = clock()
+            redis = await self.use_redis()
+            outcome = None
+            try:
+                async with self.engine.begin() as conn:
+                    outcome = await consume(
+                        conn, self.counters, tenant, plan, request.metric, request.amount,
+                        request.transaction_id, now, use_redis=redis,
+                    )  # fmt: skip
+            except NeedsRebuild as missing:
+                # If Redis fails here, the next attempt counts in PostgreSQL (or refuses).
+                with contextlib.suppress(CountersDown):
+                    await rebuild(self.engine, self.counters, tenant.uid, missing.metric,
+                                  missing.period, now)  # fmt: skip
+                continue
+            except CountersDown as error:
+                if not self.fail_open:
+                    raise counters_unavailable() from error
+                continue  # Redis went away mid-request: count it in PostgreSQL instead
+            except QuotaExceeded:
+                self.tally.quota_refused += 1
+                raise
+            except BaseException:
+                # Redis counted it but the commit failed, or its answer was lost: the event
+                # may be in PostgreSQL or not. Giving the amount back would guess; dropping
+                # the counter has the next use rebuild it from PostgreSQL (or, if Redis is
+                # away too, it is dropped once Redis returns).
+                if outcome is not None and outcome.counted_in_redis:
+                    await self.counters.forget([outcome.counted_in_redis])
+                raise
+            if not redis and self.counters.up:
+                # Redis came back while this was counted in PostgreSQL alone: drop the
+                # counter after the commit, so its rebuild sees this event.
+                period = tenant.period_at(now)
+                await self.counters.forget([counter_key(tenant.uid, request.metric, period.start)])
+            self.tally.quota_admitted += 1
+            if not outcome.result.duplicate:
+                if not redis:
+                    self.tally.counted_in_database += request.amount
+                self.on_change(tenant)
+            return outcome.result
+        raise Unavailable(
+            "The quota could not be settled (Redis kept failing mid-request); retry shortly.",
+            code="quota_retry",
+            headers={"Retry-After": "1"},
+        )

@@ -8,6 +8,7 @@ refreshes it (up to three TTLs; past that the caller waits for a fresh read).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -18,7 +19,8 @@ from pydantic import ValidationError
 
 from tenantry.api.errors import NotFound, Unavailable
 from tenantry.api.tenants.kube import Kube
-from tenantry.core.resources import UNLIMITED, Aggregation, Metric, PlanSpec
+from tenantry.core.periods import CALENDAR_MONTHS, BillingCycle, Period
+from tenantry.core.resources import UNLIMITED, Aggregation, BillingCycleSummary, Metric, PlanSpec
 
 log = logging.getLogger("tenantry.api.catalog")
 
@@ -56,22 +58,32 @@ class TenantRecord:
     uid: str
     instance_namespace: str | None
     plan_name: str | None
+    cycle: BillingCycle
 
 
 @dataclass(frozen=True)
 class Tenant:
-    """A Tenant with its Plan resolved (None until the operator has settled one)."""
+    """A Tenant with its Plan resolved (None until the operator has settled one).
+
+    Usage, quota counters and keys belong to its `uid`: a Tenant deleted and
+    re-created under the same name is another tenant, and starts from zero.
+    """
 
     namespace: str
     name: str
     uid: str
     instance_namespace: str | None
     plan: Plan | None
+    cycle: BillingCycle = CALENDAR_MONTHS
 
     @property
     def key(self) -> str:
-        """How usage tables and quota counters name the tenant: `<namespace>/<name>`."""
+        """How people name the tenant: `<namespace>/<name>`."""
         return f"{self.namespace}/{self.name}"
+
+    def period_at(self, moment: dt.datetime) -> Period:
+        """The tenant's billing period holding `moment`."""
+        return self.cycle.period_at(moment)
 
 
 @dataclass
@@ -148,7 +160,14 @@ class Catalog:
         if record is None:
             return None
         plan = await self._plans.get(record.plan_name) if record.plan_name else None
-        return Tenant(record.namespace, record.name, record.uid, record.instance_namespace, plan)
+        return Tenant(
+            record.namespace,
+            record.name,
+            record.uid,
+            record.instance_namespace,
+            plan,
+            record.cycle,
+        )
 
     async def _read_tenant(self, key: tuple[str, str]) -> TenantRecord | None:
         body = await self.kube.tenant(*key)
@@ -161,6 +180,7 @@ class Catalog:
             uid=(body.get("metadata") or {}).get("uid", ""),
             instance_namespace=status.get("namespace"),
             plan_name=status.get("plan"),
+            cycle=_cycle(status.get("billingCycle"), key),
         )
 
     async def _read_plan(self, name: str) -> Plan | None:
@@ -172,6 +192,18 @@ class Catalog:
         except ValidationError:
             log.warning("Plan %s is invalid; treated as missing", name, exc_info=True)
             return None
+
+
+def _cycle(raw: Any, tenant: tuple[str, str]) -> BillingCycle:
+    """The cycle the operator wrote into the Tenant's status; calendar months until then."""
+    if not raw:
+        return CALENDAR_MONTHS
+    try:
+        summary = BillingCycleSummary.model_validate(raw)
+    except ValidationError:
+        log.warning("Tenant %s/%s has an unreadable status.billingCycle", *tenant)
+        return CALENDAR_MONTHS
+    return BillingCycle(summary.start, summary.interval, summary.anchor_day)
 
 
 async def existing_tenant(catalog: Catalog, namespace: str, name: str) -> Tenant:

@@ -7,8 +7,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-import httpx
-from lightkube import AsyncClient
+import httpx2
+from lightkube import AsyncClient, ConfigError
 from lightkube.core.exceptions import ApiError as KubeApiError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.core_v1 import Secret
@@ -31,7 +31,13 @@ def _boundary(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Kubernetes failing (refusing, unreachable, timing out) is the service unavailable.
 
     Callers see the service's own 503 with Retry-After, never lightkube's or
-    httpx's exceptions (which would be a bare 500).
+    its transport's exceptions (which would be a bare 500). lightkube 1.x talks
+    over httpx2, not httpx: a refused connection or a DNS failure is
+    `httpx2.ConnectError`, a timeout `httpx2.TimeoutException`, a proxy's
+    non-JSON error page `httpx2.HTTPStatusError`, all `httpx2.HTTPError`;
+    the API server's own refusals are lightkube's `ApiError` (itself an
+    `httpx2.HTTPStatusError`, so caught first), and credentials that cannot be
+    read or refreshed (a token file, an exec plugin) its `ConfigError`.
     """
 
     @functools.wraps(method)
@@ -40,7 +46,7 @@ def _boundary(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await method(*args, **kwargs)
         except KubeApiError as error:
             raise kube_unavailable(f"{error.status.code} {error.status.message}") from error
-        except httpx.HTTPError as error:
+        except (httpx2.HTTPError, ConfigError) as error:
             raise kube_unavailable(f"{type(error).__name__}: {error}") from error
 
     return call

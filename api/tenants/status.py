@@ -17,18 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenantry.api.tenants.catalog import Tenant
 from tenantry.api.tenants.kube import Kube
 from tenantry.api.usage import repository as usage_repo
-from tenantry.api.usage.periods import period_of, period_values
+from tenantry.core import resources
+from tenantry.core.periods import Period
 from tenantry.core.resources import UsageSummary
+from tenantry.core.usage import period_values
 
 log = logging.getLogger("tenantry.api.status")
 
 
 def summary(
-    period: str, values: dict[str, int], metrics: list[str], now: dt.datetime
+    period: Period, values: dict[str, int], metrics: list[str], now: dt.datetime
 ) -> UsageSummary:
     """Every metric of the plan, 0 where nothing was reported yet."""
     return UsageSummary(
-        period=period, metrics={m: values.get(m, 0) for m in metrics}, updated_at=now
+        period=resources.Period(start=period.start, end=period.end),
+        metrics={m: values.get(m, 0) for m in metrics},
+        updated_at=now,
     )
 
 
@@ -42,19 +46,19 @@ class StatusWriter:
         self._scheduled: dict[str, asyncio.Task[None]] = {}
 
     def touch(self, tenant: Tenant) -> None:
-        if tenant.key in self._scheduled or tenant.plan is None:
+        if tenant.uid in self._scheduled or tenant.plan is None:
             return
-        self._scheduled[tenant.key] = asyncio.create_task(self._later(tenant))
+        self._scheduled[tenant.uid] = asyncio.create_task(self._later(tenant))
 
     async def _later(self, tenant: Tenant) -> None:
         try:
-            wait = self._last.get(tenant.key, 0.0) + self.interval - time.monotonic()
+            wait = self._last.get(tenant.uid, 0.0) + self.interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
         finally:
             # From here on, a new change schedules another write after this one.
-            self._scheduled.pop(tenant.key, None)
-        self._last[tenant.key] = time.monotonic()
+            self._scheduled.pop(tenant.uid, None)
+        self._last[tenant.uid] = time.monotonic()
         try:
             await self.write(tenant)
         except Exception:
@@ -63,9 +67,9 @@ class StatusWriter:
     async def write(self, tenant: Tenant) -> UsageSummary:
         assert tenant.plan is not None
         now = dt.datetime.now(dt.UTC)
-        period = period_of(now)
+        period = tenant.period_at(now)
         async with self.engine.connect() as conn:
-            totals = await usage_repo.period_totals(conn, tenant.key, period)
+            totals = await usage_repo.period_totals(conn, tenant.uid, period)
         usage = summary(period, period_values(totals), list(tenant.plan.metrics), now)
         await self.kube.patch_tenant_usage(tenant.namespace, tenant.name, usage.to_wire())
         self.writes += 1

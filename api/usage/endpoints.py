@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,23 +21,15 @@ from tenantry.api.errors import (
     parse_body,
     responses,
 )
-from tenantry.api.quotas.endpoints import plan_of
-from tenantry.api.runtime import Runtime
-from tenantry.api.tenants.catalog import Plan, Tenant, existing_tenant
-from tenantry.api.usage import repository as repo
-from tenantry.api.usage import service
-from tenantry.api.usage.periods import PERIOD, period_of, period_value
+from tenantry.api.tenants.catalog import existing_tenant
 from tenantry.api.usage.schemas import (
-    HourlyUsage,
-    MetricUsage,
     Snapshot,
     SnapshotAccepted,
     UsageAccepted,
     UsageBatch,
-    UsageEvent,
     UsageReport,
 )
-from tenantry.api.usage.validation import Rejection, judge, parse_batch
+from tenantry.api.usage.validation import parse_batch
 
 router = APIRouter(tags=["usage"])
 
@@ -79,43 +70,6 @@ def _too_large(size: int, limit: int) -> PayloadTooLarge:
     )
 
 
-async def record(rt: Runtime, tenant: Tenant, plan: Plan, events: Sequence[UsageEvent]) -> int:
-    """Commit new events; how many were new. The answer leaves only after the commit."""
-    unique = service.dedupe(events)
-    if not unique:
-        return 0
-    written = await rt.usage.write(tenant, plan, unique)
-    if not written.in_redis:
-        rt.tally.counted_in_database += written.accepted
-    if written.accepted:
-        rt.answers.changed(tenant.key)
-        rt.status.touch(tenant)
-    return written.accepted
-
-
-def _refused(
-    rejected: list[Rejection], accepted: int, duplicates: int, total: int
-) -> Unprocessable:
-    rejected.sort(key=lambda r: r.index)
-    first = rejected[0]
-    return Unprocessable(
-        f"{len(rejected)} of {total} events were refused and not counted (the first, "
-        f"#{first.index}: {first.message}); {accepted} were counted and {duplicates} were "
-        "already counted before. Fix or drop the refused events; resending the others is "
-        "harmless.",
-        code="invalid_events",
-        details={
-            "accepted": accepted,
-            "duplicates": duplicates,
-            "rejected": [
-                {"index": r.index, "transaction_id": r.transaction_id, "code": r.code,
-                 "message": r.message}
-                for r in rejected
-            ],
-        },
-    )  # fmt: skip
-
-
 @router.post(
     "/v1/usage",
     summary="Report a batch of usage events (up to 1,000)",
@@ -134,20 +88,8 @@ async def post_usage(
     are listed in a 422 answer, by index; the other events of the batch are counted all
     the same. Usage is never refused for being over quota: overage is billed.
     """
-    body = await read_body(request, rt.settings.max_body_bytes)
-    plan = plan_of(caller.tenant)
-    parsed, rejected = parse_batch(body)
-    total = len(parsed) + len(rejected)
-    good, bad = judge(parsed, plan, utcnow(), dt.timedelta(seconds=rt.settings.future_tolerance))
-    rejected += bad
-    accepted = await record(rt, caller.tenant, plan, good)
-    duplicates = len(good) - accepted
-    rt.tally.events_accepted += accepted
-    rt.tally.events_duplicate += duplicates
-    rt.tally.events_rejected += len(rejected)
-    if rejected:
-        raise _refused(rejected, accepted, duplicates, total)
-    return UsageAccepted(accepted=accepted, duplicates=duplicates)
+    parsed, rejected = parse_batch(await read_body(request, rt.settings.max_body_bytes))
+    return await rt.usage.report_batch(caller.tenant, parsed, rejected, utcnow())
 
 
 @router.post(
@@ -166,25 +108,13 @@ async def post_snapshot(
     snapshot counts once. Figures the plan does not meter, or meters as unique_count
     (distinct values, which a figure cannot give), are listed as ignored."""
     snapshot = parse_body(Snapshot, await read_body(request, rt.settings.max_body_bytes))
-    plan = plan_of(caller.tenant)
-    events, ignored = service.snapshot_events(snapshot, plan)
-    good, bad = judge(
-        list(enumerate(events)), plan, utcnow(), dt.timedelta(seconds=rt.settings.future_tolerance)
-    )
-    if bad:
-        raise Unprocessable(
-            f"The snapshot cannot be counted: {bad[0].message}", code="invalid_snapshot",
-            details={"problems": [{"metric": events[b.index].metric, "code": b.code,
-                                   "message": b.message} for b in bad]},
-        )  # fmt: skip
-    accepted = await record(rt, caller.tenant, plan, good)
-    return SnapshotAccepted(accepted=accepted, duplicates=len(good) - accepted, ignored=ignored)
+    return await rt.usage.report_snapshot(caller.tenant, snapshot, utcnow())
 
 
 @router.get(
     "/admin/tenants/{namespace}/{name}/usage",
     tags=["admin"],
-    summary="A tenant's usage in a period, per metric and hour",
+    summary="A tenant's usage in a billing period, per metric and hour",
     dependencies=[Depends(admin_token)],
     responses=responses(Unauthorized, NotFound, Unprocessable, Unavailable),
 )
@@ -192,20 +122,18 @@ async def usage_report(
     namespace: str,
     name: str,
     rt: RuntimeDep,
-    period: Annotated[
-        str | None, Query(pattern=PERIOD.pattern, description="`YYYY-MM`; this month if omitted.")
+    at: Annotated[
+        dt.datetime | None,
+        Query(
+            description="Any moment of the billing period wanted (ISO 8601, e.g. "
+            "`2026-10-20T00:00:00Z`); the current period if omitted."
+        ),
     ] = None,
 ) -> UsageReport:
-    tenant = (await existing_tenant(rt.catalog, namespace, name)).key
-    period = period or period_of(utcnow())
-    async with rt.engine.connect() as conn:
-        totals = await repo.period_totals(conn, tenant, period)
-        hours = await repo.hourly(conn, tenant, period)
-    metrics = {
-        t.metric: MetricUsage(aggregation=t.aggregation.value, value=period_value(t))
-        for t in totals
-    }
-    for metric, hour, value, events in hours:
-        if metric in metrics:
-            metrics[metric].hours.append(HourlyUsage(hour=hour, value=value, events=events))
-    return UsageReport(tenant=tenant, period=period, metrics=metrics)
+    tenant = await existing_tenant(rt.catalog, namespace, name)
+    if at is not None and at.tzinfo is None:
+        raise Unprocessable(
+            f"at={at.isoformat()} has no time zone: add one, e.g. `Z` for UTC.",
+            code="invalid_period",
+        )
+    return await rt.usage.usage_in_period(tenant, at or utcnow())

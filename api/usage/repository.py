@@ -1,4 +1,8 @@
-"""All SQL of usage: events, hourly rollups, distinct values, period totals, counter locks."""
+"""All SQL of usage: events, hourly rollups, distinct values, period totals, counter locks.
+
+Tenants are named by their uid; periods by their `[start, end)`, which the
+caller computes from the tenant's billing cycle (`core/periods.py`).
+"""
 
 from __future__ import annotations
 
@@ -13,18 +17,25 @@ from pydantic import TypeAdapter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tenantry.api.usage.periods import HourlyTotals, period_bounds
 from tenantry.api.usage.schemas import UsageEvent
+from tenantry.core.periods import Period, period_key
 from tenantry.core.resources import Aggregation, Metric
+from tenantry.core.usage import HourlyTotals
 
 _EVENTS = TypeAdapter(list[UsageEvent])
 
 
 @dataclass(frozen=True)
 class Submission:
-    """One request's events for one tenant, with the metrics of the tenant's plan."""
+    """A request's events of one billing period for one tenant, with its plan's metrics.
 
-    tenant: str
+    A request whose events fall in two periods is two submissions with the
+    same `request` number.
+    """
+
+    request: int
+    tenant: str  # the Tenant's uid
+    period: Period
     events: Sequence[UsageEvent]
     metrics: Sequence[Metric]
 
@@ -35,7 +46,7 @@ class CounterDelta:
 
     tenant: str
     metric: str
-    period: str
+    period_start: dt.datetime
     aggregation: Aggregation
     value: int  # added (count, sum, unique_count), or candidate (max, latest)
     latest_ms: int  # newest event's time, for latest
@@ -43,13 +54,14 @@ class CounterDelta:
 
 @dataclass(frozen=True)
 class Inserted:
-    accepted: list[int]  # per submission: events new to the tenant
+    accepted: dict[int, int]  # per request number: events new to the tenant
     deltas: list[CounterDelta]
 
 
-def counter_lock_id(tenant: str, metric: str, period: str) -> int:
+def counter_lock_id(tenant: str, metric: str, period_start: dt.datetime) -> int:
     """The advisory lock guarding one quota counter (a signed 64-bit number)."""
-    digest = hashlib.blake2b(f"{tenant}\0{metric}\0{period}".encode(), digest_size=8).digest()
+    name = f"{tenant}\0{metric}\0{period_key(period_start)}"
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -70,12 +82,13 @@ metric AS (
                   AS m(tenant text, metric text, aggregation text, field text)
 ),
 input AS (
-    SELECT s.tenant, s.request, e.transaction_id, e.metric, e.value, e."timestamp" AS ts,
+    SELECT s.tenant, s.request, s.period_start, e.transaction_id, e.metric, e.value,
+           e."timestamp" AS ts,
            coalesce(e.properties, '{}') AS properties, m.aggregation,
            CASE WHEN m.aggregation = 'unique_count'
                 THEN e.properties ->> m.field END AS unique_value
     FROM jsonb_to_recordset(CAST(:submissions AS jsonb))
-         AS s(tenant text, request int, events jsonb)
+         AS s(tenant text, request int, period_start timestamptz, events jsonb)
     CROSS JOIN LATERAL jsonb_to_recordset(s.events)
          AS e(transaction_id text, metric text, value bigint, "timestamp" timestamptz,
               properties jsonb)
@@ -84,40 +97,41 @@ input AS (
 ),
 inserted AS (
     -- In key order, so two racing writes lock rows in the same order.
-    INSERT INTO usage_events (tenant, transaction_id, metric, value, ts, properties)
+    INSERT INTO usage_events (tenant_uid, transaction_id, metric, value, ts, properties)
     SELECT tenant, transaction_id, metric, value, ts, properties FROM input
     ORDER BY tenant, transaction_id
-    ON CONFLICT (tenant, transaction_id) DO NOTHING
-    RETURNING tenant, transaction_id
+    ON CONFLICT (tenant_uid, transaction_id) DO NOTHING
+    RETURNING tenant_uid AS tenant, transaction_id
 ),
 new AS (
-    SELECT i.*, date_trunc('month', i.ts, 'UTC') AS month, date_trunc('hour', i.ts, 'UTC') AS hour
+    -- Periods start at whole UTC days: an hour never straddles two.
+    SELECT i.*, date_trunc('hour', i.ts, 'UTC') AS hour
     FROM input i JOIN inserted USING (tenant, transaction_id)
 ),
 uniques AS (
     -- Each distinct value of a unique_count metric here, with the hour it first shows in.
-    SELECT tenant, metric, month, to_char(month AT TIME ZONE 'UTC', 'YYYY-MM') AS period,
-           unique_value, min(hour) AS hour
+    SELECT tenant, metric, period_start, unique_value, min(hour) AS hour
     FROM new WHERE aggregation = 'unique_count'
-    GROUP BY tenant, metric, month, unique_value
+    GROUP BY tenant, metric, period_start, unique_value
 ),
 first_seen AS (
-    INSERT INTO usage_distinct (tenant, metric, period, value)
-    SELECT tenant, metric, period, unique_value FROM uniques
-    ORDER BY tenant, metric, period, unique_value
+    INSERT INTO usage_distinct (tenant_uid, metric, period_start, value)
+    SELECT tenant, metric, period_start, unique_value FROM uniques
+    ORDER BY tenant, metric, period_start, unique_value
     ON CONFLICT DO NOTHING
-    RETURNING tenant, metric, period, value
+    RETURNING tenant_uid AS tenant, metric, period_start, value
 ),
 firsts AS (
     -- Values new to their period: each counts once, in the hour it first showed in.
     SELECT u.tenant, u.metric, u.hour, count(*) AS n
     FROM first_seen f
-    JOIN uniques u ON u.tenant = f.tenant AND u.metric = f.metric AND u.period = f.period
+    JOIN uniques u ON u.tenant = f.tenant AND u.metric = f.metric
+                  AND u.period_start = f.period_start
                   AND u.unique_value = f.value
     GROUP BY u.tenant, u.metric, u.hour
 ),
 rollup AS (
-    SELECT tenant, metric, month, hour, aggregation,
+    SELECT tenant, metric, period_start, hour, aggregation,
            CASE aggregation
                WHEN 'count' THEN count(*)
                WHEN 'sum' THEN sum(value)
@@ -126,19 +140,20 @@ rollup AS (
                ELSE 0
            END::bigint AS value,
            count(*) AS events, max(ts) AS latest_at
-    FROM new GROUP BY tenant, metric, month, hour, aggregation
+    FROM new GROUP BY tenant, metric, period_start, hour, aggregation
 ),
 hours AS (
-    SELECT r.tenant, r.metric, r.month, r.hour, r.aggregation,
+    SELECT r.tenant, r.metric, r.period_start, r.hour, r.aggregation,
            r.value + coalesce(f.n, 0) AS value, r.events, r.latest_at
     FROM rollup r
     LEFT JOIN firsts f ON f.tenant = r.tenant AND f.metric = r.metric AND f.hour = r.hour
 ),
 hourly AS (
-    INSERT INTO usage_hourly AS h (tenant, metric, hour, aggregation, value, events, latest_at)
+    INSERT INTO usage_hourly AS h (tenant_uid, metric, hour, aggregation, value, events,
+                                   latest_at)
     SELECT tenant, metric, hour, aggregation, value, events, latest_at
     FROM hours ORDER BY tenant, metric, hour
-    ON CONFLICT (tenant, metric, hour) DO UPDATE SET
+    ON CONFLICT (tenant_uid, metric, hour) DO UPDATE SET
         value = CASE h.aggregation
             WHEN 'max' THEN greatest(h.value, excluded.value)
             WHEN 'latest' THEN CASE WHEN excluded.latest_at >= h.latest_at
@@ -150,14 +165,14 @@ hourly AS (
 ),
 moved AS (
     -- How each counter moves: the hours of a period folded like the period's figure.
-    SELECT tenant, metric, to_char(month AT TIME ZONE 'UTC', 'YYYY-MM') AS period, aggregation,
+    SELECT tenant, metric, period_start, aggregation,
            CASE aggregation
                WHEN 'max' THEN max(value)
                WHEN 'latest' THEN (array_agg(value ORDER BY latest_at DESC))[1]
                ELSE sum(value)
            END::bigint AS value,
            (extract(epoch FROM max(latest_at)) * 1000)::bigint AS latest_ms
-    FROM hours GROUP BY tenant, metric, month, aggregation
+    FROM hours GROUP BY tenant, metric, period_start, aggregation
 )
 SELECT (SELECT json_object_agg(request, n)
         FROM (SELECT request, count(*) AS n FROM new GROUP BY request) AS a) AS accepted,
@@ -177,10 +192,14 @@ async def insert_events(
     (`counter_lock_id`) of the tenants, metrics and periods the events touch.
     """
     parts, metrics, seen = [], [], set()
-    for request, submission in enumerate(submissions):
+    for submission in submissions:
         tenant = json.dumps(submission.tenant).encode()
+        start = submission.period.start.isoformat().encode()
         events = _EVENTS.dump_json(list(submission.events))
-        parts.append(b'{"tenant":%s,"request":%d,"events":%s}' % (tenant, request, events))
+        parts.append(
+            b'{"tenant":%s,"request":%d,"period_start":"%s","events":%s}'
+            % (tenant, submission.request, start, events)
+        )
         for m in submission.metrics:
             if (submission.tenant, m.name) not in seen:
                 seen.add((submission.tenant, m.name))
@@ -198,12 +217,12 @@ async def insert_events(
     ).one()
     accepted = row.accepted or {}
     return Inserted(
-        accepted=[int(accepted.get(str(i), 0)) for i in range(len(submissions))],
+        accepted={int(request): int(n) for request, n in accepted.items()},
         deltas=[
             CounterDelta(
                 tenant=d["tenant"],
                 metric=d["metric"],
-                period=d["period"],
+                period_start=dt.datetime.fromisoformat(d["period_start"]),
                 aggregation=Aggregation(d["aggregation"]),
                 value=int(d["value"]),
                 latest_ms=int(d["latest_ms"]),
@@ -217,7 +236,7 @@ _TOTALS = """
     SELECT metric, aggregation, sum(value)::bigint AS total, max(value) AS maximum,
            (array_agg(value ORDER BY latest_at DESC))[1] AS latest, max(latest_at) AS latest_at
     FROM usage_hourly
-    WHERE tenant = :tenant AND hour >= :start AND hour < :end
+    WHERE tenant_uid = :tenant AND hour >= :start AND hour < :end
 """
 _TOTALS_ALL = text(_TOTALS + " GROUP BY metric, aggregation")
 _TOTALS_SOME = text(
@@ -226,11 +245,10 @@ _TOTALS_SOME = text(
 
 
 async def period_totals(
-    conn: AsyncConnection, tenant: str, period: str, metrics: Sequence[str] | None = None
+    conn: AsyncConnection, tenant: str, period: Period, metrics: Sequence[str] | None = None
 ) -> list[HourlyTotals]:
     """Each metric's hourly rows of the period folded (all metrics, or those named)."""
-    start, end = period_bounds(period)
-    params: dict[str, Any] = {"tenant": tenant, "start": start, "end": end}
+    params: dict[str, Any] = {"tenant": tenant, "start": period.start, "end": period.end}
     if metrics is not None:
         params["metrics"] = list(metrics)
     rows = await conn.execute(_TOTALS_ALL if metrics is None else _TOTALS_SOME, params)
@@ -248,15 +266,15 @@ async def period_totals(
 
 
 async def hourly(
-    conn: AsyncConnection, tenant: str, period: str
+    conn: AsyncConnection, tenant: str, period: Period
 ) -> list[tuple[str, dt.datetime, int, int]]:
     """(metric, hour, value, events) of a period, oldest first."""
-    start, end = period_bounds(period)
     rows = await conn.execute(
         text(
             "SELECT metric, hour, value, events FROM usage_hourly"
-            " WHERE tenant = :tenant AND hour >= :start AND hour < :end ORDER BY metric, hour"
+            " WHERE tenant_uid = :tenant AND hour >= :start AND hour < :end"
+            " ORDER BY metric, hour"
         ),
-        {"tenant": tenant, "start": start, "end": end},
+        {"tenant": tenant, "start": period.start, "end": period.end},
     )
     return [(r.metric, r.hour, r.value, r.events) for r in rows]

@@ -145,5 +145,7 @@ class MetricUsage(BaseModel):
 
 class UsageReport(BaseModel):
     tenant: str
-    period: str
+    period: str = Field(description="The billing period, an ISO 8601 interval in UTC.")
+    period_start: dt.datetime
+    period_end: dt.datetime
     metrics: dict[str, MetricUsage]

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tenantry.api.errors import ApiError, Unavailable
+from tenantry.api.errors import ApiError
 from tenantry.api.quotas import repository as quota_repo
-from tenantry.api.quotas.counters import Counters, CountersDown, counter_key
+from tenantry.api.quotas.counters import Counters, CountersDown, counter_key, counters_unavailable
 from tenantry.api.tenants.catalog import Plan, Tenant
 from tenantry.api.usage import repository as repo
-from tenantry.api.usage.periods import period_of
 from tenantry.api.usage.schemas import UsageEvent
+from tenantry.core.periods import Period
 
 MAX_GROUP_EVENTS = 5000
 """Reports are grouped up to this many events (a single larger one goes alone)."""
@@ -46,15 +46,6 @@ class _Pending:
     events: Sequence[UsageEvent]
     future: asyncio.Future[Written] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-def counters_unavailable() -> Unavailable:
-    return Unavailable(
-        "Quota counters are unavailable (Redis is unreachable) and this service is set to fail "
-        "closed (TENANTRY_REDIS_FAILURE_MODE=fail_closed). Retry shortly.",
-        code="counters_unavailable",
-        headers={"Retry-After": "1"},
     )
 
 
@@ -126,15 +117,16 @@ class UsageWriter:
             raise counters_unavailable()
         submissions: list[repo.Submission] = []
         seen: set[tuple[str, str]] = set()
-        for pending in group:
+        for request, pending in enumerate(group):
             # The same id twice in one group (racing replays): the first counts.
-            key = pending.tenant.key
-            fresh = [e for e in pending.events if (key, e.transaction_id) not in seen]
-            seen.update((key, e.transaction_id) for e in fresh)
-            submissions.append(repo.Submission(key, fresh, pending.plan.spec.metrics))
-        counters = {
-            (s.tenant, e.metric, period_of(e.timestamp)) for s in submissions for e in s.events
-        }
+            uid = pending.tenant.uid
+            fresh = [e for e in pending.events if (uid, e.transaction_id) not in seen]
+            seen.update((uid, e.transaction_id) for e in fresh)
+            for period, events in by_period(pending.tenant, fresh).items():
+                submissions.append(
+                    repo.Submission(request, uid, period, events, pending.plan.spec.metrics)
+                )
+        counters = {(s.tenant, e.metric, s.period.start) for s in submissions for e in s.events}
         if not use_redis:
             self.counters.touched(counter_key(*c) for c in counters)
         moved: list[str] = []  # counters moved in Redis before the commit
@@ -146,7 +138,9 @@ class UsageWriter:
                 if not use_redis:
                     await quota_repo.mark_counters_stale(conn)
                 if use_redis:
-                    moved = [counter_key(d.tenant, d.metric, d.period) for d in inserted.deltas]
+                    moved = [
+                        counter_key(d.tenant, d.metric, d.period_start) for d in inserted.deltas
+                    ]
                     try:
                         await self.counters.apply(inserted.deltas)
                     except CountersDown:
@@ -165,7 +159,19 @@ class UsageWriter:
             # after the recovery dropped the counters touched: drop them now, after
             # the commit, so their rebuild sees these events.
             await self.counters.forget([counter_key(*c) for c in counters])
-        return [Written(n, use_redis) for n in inserted.accepted]
+        return [Written(inserted.accepted.get(i, 0), use_redis) for i in range(len(group))]
+
+
+def by_period(tenant: Tenant, events: Sequence[UsageEvent]) -> dict[Period, list[UsageEvent]]:
+    """The events grouped by the tenant's billing period their timestamp falls in."""
+    grouped: dict[Period, list[UsageEvent]] = {}
+    current: Period | None = None
+    for event in events:
+        # Most events of a report share a period: look it up only when one does not.
+        if current is None or event.timestamp not in current:
+            current = tenant.period_at(event.timestamp)
+        grouped.setdefault(current, []).append(event)
+    return grouped
 
 
 def _transient(error: Exception) -> bool:

@@ -6,6 +6,7 @@ Imported by tests/api/conftest.py and by the test modules (this folder is on sys
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import secrets
 import subprocess
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support import REPO, Kube, condition, is_ready, wait_for
+from support import REPO, Kube, condition, dig, is_ready, wait_for
 from testbed import free_port
+
+from tenantry.core.periods import BillingCycle, Interval, Period
 
 API = "tenantry.io/v1alpha1"
 TENANTRY = str(REPO / ".venv" / "bin" / "tenantry")
@@ -113,6 +116,25 @@ class World:
     def key(self) -> str:
         return f"{self.control}/{self.tenant}"
 
+    @property
+    def uid(self) -> str:
+        tenant = self.tenant_object()
+        assert tenant is not None
+        return str(tenant["metadata"]["uid"])
+
+    def period(self, at: dt.datetime | None = None) -> Period:
+        """The tenant's billing period holding `at` (now), from the cycle in its status."""
+        cycle = dig(self.tenant_object(), "status", "billingCycle")
+        assert cycle, "the operator has not written status.billingCycle"
+        return BillingCycle(
+            dt.datetime.fromisoformat(cycle["start"]), Interval(cycle["interval"]),
+            cycle["anchorDay"],
+        ).period_at(at or dt.datetime.now(dt.UTC))  # fmt: skip
+
+    def counter_key(self, metric: str) -> str:
+        """The Redis quota counter of `metric` this period."""
+        return f"quota:{self.uid}:{metric}:{self.period().key}"
+
     def tenant_object(self) -> dict[str, Any] | None:
         return self.kube.get("tenant", self.tenant, self.control)
 
@@ -131,9 +153,15 @@ class World:
     def issued_key(self, name: str | None = None, timeout: float = 30, **spec: Any) -> str:
         """Apply an ApiKey and wait until it is Ready; the plaintext from its Secret."""
         name = self.apikey(name, **spec)["metadata"]["name"]
+        # Ready and the Secret's name, read from one status (written in one patch).
         obj = wait_for(
-            lambda: (o := self.kube.get("apikey", name, self.control)) and is_ready(o) and o,
-            f"ApiKey {name} to be Ready",
+            lambda: (
+                (o := self.kube.get("apikey", name, self.control))
+                and is_ready(o)
+                and dig(o, "status", "secretRef")
+                and o
+            ),
+            f"ApiKey {name} to be Ready, naming its Secret",
             timeout,
         )
         namespace, secret = obj["status"]["secretRef"].split("/")

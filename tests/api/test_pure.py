@@ -11,11 +11,12 @@ from tenantry import license as lic
 from tenantry.api.quotas.service import over_quota
 from tenantry.api.settings import ApiSettings, InsecureSettings
 from tenantry.api.tenants.catalog import Plan
-from tenantry.api.usage.periods import HourlyTotals, period_bounds, period_of, period_value
 from tenantry.api.usage.schemas import UsageEvent
 from tenantry.api.usage.validation import judge, parse_batch
 from tenantry.core import keyformat
+from tenantry.core.periods import CALENDAR_MONTHS, Period
 from tenantry.core.resources import Aggregation, ApiKeySpec, PlanSpec
+from tenantry.core.usage import HourlyTotals, period_value
 from tenantry.db.apikeys import KeyRow
 from tenantry.operator.apikey import readiness
 
@@ -72,12 +73,10 @@ def test_events_are_judged_one_by_one() -> None:
     assert [(r.index, r.code) for r in bad] == [(3, "missing_property"), (4, "timestamp_too_old")]
 
 
-def test_periods_are_utc_months() -> None:
-    assert period_of(dt.datetime(2030, 1, 1, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))) \
-        == "2029-12"  # fmt: skip
-    assert period_bounds("2030-12") == (
-        dt.datetime(2030, 12, 1, tzinfo=dt.UTC),
-        dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
+def test_tenants_without_a_subscription_count_in_utc_months() -> None:
+    moment = dt.datetime(2030, 1, 1, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert CALENDAR_MONTHS.period_at(moment) == Period(
+        dt.datetime(2029, 12, 1, tzinfo=dt.UTC), dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     )
 
 
@@ -92,7 +91,8 @@ def test_period_value_by_aggregation(aggregation: Aggregation, expected: int) ->
 
 
 def test_over_quota_has_the_license_guard_shape() -> None:
-    error = over_quota(plan(), "calls", 10, 10, 1, "2030-03", NOW)
+    march = Period(dt.datetime(2030, 3, 1, tzinfo=dt.UTC), dt.datetime(2030, 4, 1, tzinfo=dt.UTC))
+    error = over_quota(plan(), "calls", 10, 10, 1, march, NOW)
     guard = lic.Entitlements(limits={"calls": 10}, plan_code="pro", plan_name="Professional")
     with pytest.raises(lic.LimitExceeded) as refused:
         guard.check_limit("calls", 10)
@@ -116,8 +116,8 @@ def test_placeholder_tokens_are_refused_outside_development() -> None:
 def test_apikey_readiness() -> None:
     row = KeyRow(
         id=1, resource_uid="u", resource_namespace="c", resource_name="k", tenant_namespace="c",
-        tenant_name="t", key_prefix="tnty_abcdefgh", key_hash="0" * 64, scopes=frozenset(),
-        expires_at=None, revoked_at=None, created_at=NOW, last_used_at=None,
+        tenant_name="t", tenant_uid="uid-t", key_prefix="tnty_abcdefgh", key_hash="0" * 64,
+        scopes=frozenset(), expires_at=None, revoked_at=None, created_at=NOW, last_used_at=None,
     )  # fmt: skip
     spec = ApiKeySpec.model_validate({"tenantRef": {"name": "t"}})
     assert readiness(row, spec, "ns/k", True, NOW)[:2] == (True, "Active")
@@ -191,19 +191,19 @@ def test_events_that_postgres_cannot_store_are_refused_one_by_one() -> None:
 
 @pytest.mark.parametrize("failure", ["refused", "unreachable"])
 async def test_kubernetes_failures_are_the_service_unavailable(failure: str) -> None:
-    import httpx
+    import httpx2
     from lightkube.core.exceptions import ApiError as KubeApiError
 
     from tenantry.api.errors import Unavailable
     from tenantry.api.tenants.kube import Kube
 
-    request = httpx.Request("GET", "https://kube.invalid/apis")
+    request = httpx2.Request("GET", "https://kube.invalid/apis")
 
     class Client:
         async def get(self, *_: object, **__: object) -> object:
             if failure == "unreachable":
-                raise httpx.ConnectError("connection refused", request=request)
-            response = httpx.Response(
+                raise httpx2.ConnectError("connection refused", request=request)
+            response = httpx2.Response(
                 500, request=request,
                 json={"kind": "Status", "code": 500, "message": "etcdserver: timeout"},
             )  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from typing import Any
 
@@ -28,14 +27,10 @@ def key(world: World) -> str:
     return world.issued_key("gateway")
 
 
-def period() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m")
-
-
 async def counter(redis_server: Redis, world: World, metric: str) -> int | None:
     client = aioredis.Redis.from_url(redis_server.url)
     try:
-        value = await client.get(f"quota:{world.key}:{metric}:{period()}")
+        value = await client.get(world.counter_key(metric))
     finally:
         await client.aclose()
     return None if value is None else int(value)
@@ -73,7 +68,12 @@ async def test_quota_is_exact_under_concurrent_clients(
     # Every admitted request is counted, in Redis and in PostgreSQL alike.
     assert await counter(redis_server, world, "api_calls") == LIMIT
     state = (await introspect(api_server, key))["quotas"]["api_calls"]
-    assert state == {"limit": LIMIT, "used": LIMIT, "remaining": 0, "period": period()}
+    assert state == {
+        "limit": LIMIT,
+        "used": LIMIT,
+        "remaining": 0,
+        "period": world.period().label(),
+    }
     async with api_server.admin() as client:
         usage = await client.get(f"/admin/tenants/{world.control}/{world.tenant}/usage")
     assert usage.json()["metrics"]["api_calls"]["value"] == LIMIT
@@ -87,7 +87,7 @@ async def test_quota_is_exact_under_concurrent_clients(
     assert details["current"] == LIMIT
     assert details["plan_code"] == world.plan
     assert details["licensed"] is True
-    assert details["period"] == period()
+    assert details["period"] == world.period().label()
     assert "Upgrade your plan" in error["message"]
     assert int(refused[0].headers["retry-after"]) > 0
 

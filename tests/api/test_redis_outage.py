@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from typing import Any
 
@@ -47,7 +46,7 @@ async def test_serving_survives_redis_and_counters_are_rebuilt(
     world: World = make_world(limits={"api_calls": LIMIT})
     key = world.issued_key("outage")
     closed = start_api(TENANTRY_REDIS_FAILURE_MODE="fail_closed")
-    counter = f"quota:{world.key}:api_calls:{dt.datetime.now(dt.UTC):%Y-%m}"
+    counter = world.counter_key("api_calls")
     assert (await consume(api_server, key, 10)).count(200) == 10
 
     port = redis_server.port

@@ -91,7 +91,7 @@ async def test_every_4xx_body_is_readable(make_world: Any, api_server: ApiServer
         answers.append(await client.get(f"/admin/tenants/{world.control}/x/usage"))
     async with api_server.admin() as client:
         answers.append(await client.get(f"/admin/tenants/{world.control}/x/usage",
-                                        params={"period": "2025-13"}))  # fmt: skip
+                                        params={"at": "2025-13-01"}))  # fmt: skip
     statuses = [a.status_code for a in answers]
     assert statuses == [404, 405, 400, 422, 429, 422, 422, 403, 422, 401, 401, 401, 422]
     for answer in answers:

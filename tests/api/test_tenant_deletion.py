@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_harness import ApiServer
+from api_harness import ApiServer, now_iso
 from support import Kube, is_ready, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -55,3 +55,48 @@ async def test_deleting_a_tenant_revokes_its_keys_for_good(
             await asyncio.sleep(0.1)
     assert listing.status_code == 200, listing.text
     assert await license_status(api_server, key) == 401, "the old key stays dead"
+
+
+async def test_a_recreated_tenant_starts_from_zero_usage(
+    kube: Kube, make_world: Any, api_server: ApiServer
+) -> None:
+    """Usage belongs to the Tenant's uid: its successor under the same name is not billed for it."""
+    world = make_world()
+    key = world.issued_key()
+    event = {"transaction_id": "before", "metric": "api_calls", "value": 7, "timestamp": now_iso()}
+    async with api_server.client(key) as client:
+        assert (await client.post("/v1/usage", json={"events": [event]})).status_code == 200
+    report_path = f"/admin/tenants/{world.control}/{world.tenant}/usage"
+    async with api_server.admin() as admin:
+        assert (await admin.get(report_path)).json()["metrics"]["api_calls"]["value"] == 7
+    tenant = world.tenant_object()
+    assert tenant is not None
+    old_uid = tenant["metadata"]["uid"]
+
+    kube.delete("tenant", world.tenant, world.control)
+    wait_for(lambda: world.tenant_object() is None, "the Tenant to be gone", timeout=60)
+    kube.apply({key_: tenant[key_] for key_ in ("apiVersion", "kind")} | {
+        "metadata": {"name": world.tenant, "namespace": world.control},
+        "spec": tenant["spec"],
+    })  # fmt: skip
+    wait_for(lambda: is_ready(world.tenant_object()), "the re-created Tenant to be Ready", 60)
+    assert world.uid != old_uid
+
+    new_key = world.issued_key()
+    async with api_server.admin() as admin:
+        for _ in range(50):  # until the API's catalog sees the new Tenant
+            report = await admin.get(report_path)
+            if (
+                report.status_code == 200
+                and report.json()["tenant"]
+                and not report.json()["metrics"]
+            ):
+                break
+            await asyncio.sleep(0.1)
+    assert report.json()["metrics"] == {}, "the old tenant's usage is not the new one's"
+    async with api_server.client(new_key) as client:
+        quotas = (await client.get("/v1/quota")).json()["quotas"]
+        # The same transaction id is new for the new tenant: counted, not a replay.
+        replay = await client.post("/v1/usage", json={"events": [{**event, "value": 2}]})
+    assert quotas["api_calls"]["used"] == 0
+    assert replay.json() == {"accepted": 1, "duplicates": 0}

@@ -8,7 +8,6 @@ it cannot store), one that refuses the commit (after the counters moved).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -161,8 +160,7 @@ async def test_a_script_error_is_not_an_outage(
     world: World, key: str, api_server: ApiServer, redis_server: Redis
 ) -> None:
     """A counter Redis cannot add to fails its request; Redis stays in use and it is rebuilt."""
-    period = dt.datetime.now(dt.UTC).strftime("%Y-%m")
-    counter = f"quota:{world.key}:api_calls:{period}"
+    counter = world.counter_key("api_calls")
     redis = aioredis.Redis.from_url(redis_server.url)
     try:
         await redis.set(counter, "not a number")

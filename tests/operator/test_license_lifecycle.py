@@ -19,6 +19,7 @@ from support import (
     OperatorProcess,
     condition,
     decoded,
+    dig,
     get_tenant,
     license_secret,
     plan,
@@ -40,7 +41,7 @@ def names(kube: Kube) -> dict[str, str]:
 
 def current_token(kube: Kube, names: dict[str, str]) -> str | None:
     secret = license_secret(kube, names["target"])
-    if not secret or "license.jwt" not in secret.get("data", {}):
+    if not secret or "license.jwt" not in (secret.get("data") or {}):
         return None
     return decoded(secret, "license.jwt")
 
@@ -89,7 +90,7 @@ def test_plan_upgrade_reissues_the_license_with_the_new_limits(
     ).split()
     assert "LicenseReissued" in reasons
     wait_for(
-        lambda: get_tenant(kube, names)["status"]["license"]["id"] == claims["jti"],
+        lambda: dig(get_tenant(kube, names), "status", "license", "id") == claims["jti"],
         "status to name the re-issued license",
     )
 
@@ -127,9 +128,11 @@ def test_failed_payment_reissues_and_cancellation_revokes(
     assert revoked["reason"] == "Revoked"
     wait_for(
         lambda: (
-            kube.get("deployment", "instance-customer-instance", names["target"])["spec"][
-                "replicas"
-            ]
+            dig(
+                kube.get("deployment", "instance-customer-instance", names["target"]),
+                "spec",
+                "replicas",
+            )
             == 0
         ),
         "the instance to be scaled to zero",

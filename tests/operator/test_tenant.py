@@ -15,6 +15,7 @@ from support import (
     OperatorProcess,
     condition,
     decoded,
+    dig,
     get_tenant,
     license_secret,
     plan,
@@ -74,7 +75,7 @@ def test_tenant_is_provisioned_with_a_verifiable_license_and_a_release(
     assert claims["subscription"]["status"] == "active"
     assert json.loads(decoded(secret, "jwks.json"))["keys"], "instance gets the public keys"
 
-    [release] = kube.releases(names["target"])
+    [release] = kube.releases(names["target"], all_states=True)
     assert release["name"] == "instance"
     assert release["status"] == "deployed"
     assert release["revision"] == "1"
@@ -97,19 +98,23 @@ def test_changed_values_upgrade_and_unchanged_reapply_does_nothing(
     license_id = first["status"]["license"]["id"]
 
     kube.apply(tenant(names["tenant"], names["control"], values={"replicaCount": 2}))
+    # Mid-upgrade, plain `helm list` shows no release at all and `--all` shows
+    # revision 2 pending-upgrade: wait for revision 2 deployed.
     wait_for(
-        lambda: kube.releases(names["target"])[0]["revision"] == "2",
-        "release revision 2 after the values changed",
+        lambda: (
+            (release := kube.release(names["target"], "instance")) is not None
+            and release["status"] == "deployed"
+            and release["revision"] == "2"
+        ),
+        "release instance revision 2 to be deployed after the values changed",
     )
     upgraded = ready_tenant(kube, names)
     wait_for(
-        lambda: (
-            (get_tenant(kube, names) or {}).get("status", {}).get("release", {}).get("revision")
-            == 2
-        ),
+        lambda: dig(get_tenant(kube, names), "status", "release", "revision") == 2,
         "status to report revision 2",
     )
     deployment = kube.get("deployment", "instance-customer-instance", names["target"])
+    assert deployment is not None, "the upgraded release has no Deployment"
     assert deployment["spec"]["replicas"] == 2
 
     # Re-apply the same object and let the drift timer run a few times.
@@ -118,7 +123,9 @@ def test_changed_values_upgrade_and_unchanged_reapply_does_nothing(
         "resourceVersion"
     ]
     time.sleep(3 * DRIFT_INTERVAL)  # let the drift timer run a few times
-    assert kube.releases(names["target"])[0]["revision"] == "2"
+    release = kube.release(names["target"], "instance")
+    assert release is not None, "the release is gone"
+    assert release["revision"] == "2", release
     after = get_tenant(kube, names)
     assert after["status"]["license"]["id"] == license_id == upgraded["status"]["license"]["id"]
     secret = kube.get("secret", "tenantry-license", names["target"])
@@ -136,13 +143,22 @@ def test_drift_is_repaired(kube: Kube, operator: OperatorProcess, names: dict[st
     claims = verify_with_published_keys(kube, decoded(restored, "license.jwt"))
     assert claims["jti"] != old_license
     wait_for(
-        lambda: get_tenant(kube, names)["status"]["license"]["id"] == claims["jti"],
+        lambda: dig(get_tenant(kube, names), "status", "license", "id") == claims["jti"],
         "status to name the new license",
     )
 
     kube.helm("uninstall", "instance", "-n", names["target"])
-    wait_for(lambda: kube.releases(names["target"]), "the release to be re-installed")
-    assert kube.releases(names["target"])[0]["status"] == "deployed"
+    # Back once helm is done with it (what plain `helm list` shows: deployed or
+    # failed), not while it is pending-install; then it must be deployed.
+    reinstalled = wait_for(
+        lambda: (
+            (release := kube.release(names["target"], "instance")) is not None
+            and release["status"] in ("deployed", "failed")
+            and release
+        ),
+        "the release to be re-installed",
+    )
+    assert reinstalled["status"] == "deployed"
 
 
 def test_deleting_the_tenant_removes_release_and_namespace(
@@ -232,7 +248,9 @@ def test_restarted_operator_finishes_a_deletion_and_duplicates_nothing(
         operator.start()
         resumed = ready_tenant(kube, names)
         assert resumed["status"]["license"]["id"] == license_id
-        assert kube.releases(names["target"])[0]["revision"] == "1"
+        release = kube.release(names["target"], "instance")
+        assert release is not None, "the release is gone"
+        assert release["revision"] == "1", release
 
         operator.stop()
         kube.delete("tenant", names["tenant"], names["control"])

@@ -1,37 +1,12 @@
-"""Billing periods as quotas see them: calendar months in UTC, named `YYYY-MM`. Pure."""
+"""A metric's figure for a billing period, folded from its hourly rollups. Pure."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tenantry.core.resources import Aggregation
-
-PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
-_NAMES: dict[tuple[int, int], str] = {}
-_ZERO = dt.timedelta(0)
-
-
-def period_of(moment: dt.datetime) -> str:
-    # Runs for every event: skip the conversion for UTC times, reuse the names.
-    utc = moment if moment.utcoffset() == _ZERO else moment.astimezone(dt.UTC)
-    key = (utc.year, utc.month)
-    name = _NAMES.get(key)
-    if name is None:
-        name = _NAMES[key] = f"{key[0]:04d}-{key[1]:02d}"
-    return name
-
-
-def period_bounds(period: str) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) of a `YYYY-MM` period, in UTC."""
-    year, month = int(period[:4]), int(period[5:7])
-    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
-    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
-    return start, end
 
 
 @dataclass(frozen=True)

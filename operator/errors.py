@@ -1,0 +1,75 @@
+"""What can go wrong in a reconcile, and the outside errors mapped onto it, in one place.
+
+    NotReady        something the object needs does not exist yet; it recovers
+                    by itself (a nudge or a retry reconciles it again)
+    InvalidSpec     the spec is wrong; the message names the field and the fix,
+                    and nothing changes until someone edits the object
+    kopf.TemporaryError
+                    the cluster, helm or the database failed for a moment;
+                    kopf retries after its delay
+
+Kubernetes API errors become temporary errors through `retry_later`,
+SQLAlchemy errors through `database`; pydantic validation errors become
+InvalidSpec messages through `spec_error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import kopf
+from lightkube.core.exceptions import ApiError
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+
+class NotReady(Exception):
+    """Something the object needs does not exist yet; it recovers by itself."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class InvalidSpec(Exception):
+    """The object's spec is wrong; the message names the field and the fix."""
+
+    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def spec_error(error: ValidationError, prefix: str = "spec") -> str:
+    """The first validation error as `spec.field.path: what is wrong`."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in (prefix, *first["loc"]))
+    return f"{where}: {first['msg']}"
+
+
+def not_found(error: ApiError) -> bool:
+    return error.status.code == 404
+
+
+def retry_later(error: ApiError, doing: str) -> kopf.TemporaryError:
+    """A Kubernetes API error while `doing` something: retried in a moment."""
+    return kopf.TemporaryError(f"{doing}: {error.status.code} {error.status.message}", delay=2)
+
+
+def database_error(error: SQLAlchemyError) -> kopf.TemporaryError:
+    """A database failure, named without its parameters (they may hold secrets)."""
+    detail = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0]
+    if "does not exist" in detail and ("relation" in detail or "column" in detail):
+        detail += ": run `tenantry api migrate` (the API migrates on start)"
+    return kopf.TemporaryError(f"Database: {detail}", delay=5)
+
+
+@asynccontextmanager
+async def database() -> AsyncIterator[None]:
+    """Map any SQLAlchemy error raised inside onto a temporary error."""
+    try:
+        yield
+    except SQLAlchemyError as error:
+        raise database_error(error) from error
