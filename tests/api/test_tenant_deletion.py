@@ -63,12 +63,12 @@ async def test_a_recreated_tenant_starts_from_zero_usage(
     """Usage belongs to the Tenant's uid: its successor under the same name is not billed for it."""
     world = make_world()
     key = world.issued_key()
-    event = {"transaction_id": "before", "metric": "api_calls", "value": 7, "timestamp": now_iso()}
+    event = {"transaction_id": "before", "metric": "api_calls", "value": 1, "timestamp": now_iso()}
     async with api_server.client(key) as client:
         assert (await client.post("/v1/usage", json={"events": [event]})).status_code == 200
     report_path = f"/admin/tenants/{world.control}/{world.tenant}/usage"
     async with api_server.admin() as admin:
-        assert (await admin.get(report_path)).json()["metrics"]["api_calls"]["value"] == 7
+        assert (await admin.get(report_path)).json()["metrics"]["api_calls"]["value"] == 1
     tenant = world.tenant_object()
     assert tenant is not None
     old_uid = tenant["metadata"]["uid"]
@@ -97,6 +97,6 @@ async def test_a_recreated_tenant_starts_from_zero_usage(
     async with api_server.client(new_key) as client:
         quotas = (await client.get("/v1/quota")).json()["quotas"]
         # The same transaction id is new for the new tenant: counted, not a replay.
-        replay = await client.post("/v1/usage", json={"events": [{**event, "value": 2}]})
+        replay = await client.post("/v1/usage", json={"events": [event]})
     assert quotas["api_calls"]["used"] == 0
     assert replay.json() == {"accepted": 1, "duplicates": 0}

@@ -169,7 +169,7 @@ def test_deleting_the_tenant_removes_release_and_namespace(
     kube.delete("tenant", names["tenant"], names["control"])
     wait_for(lambda: get_tenant(kube, names) is None, "the Tenant to be gone", timeout=60)
     assert kube.get("namespace", names["target"]) is None
-    assert names["target"] not in kube.helm("list", "-A", "-q").split()
+    assert kube.release(names["target"], "instance") is None
 
 
 def test_missing_subscription_then_missing_plan_then_recovery(
