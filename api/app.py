@@ -16,6 +16,7 @@ from sqlalchemy import text
 from tenantry.api import errors
 from tenantry.api.apikeys.endpoints import router as apikeys_router
 from tenantry.api.auth import SERVICE_TOKEN, SERVICE_TOKEN_SCHEME
+from tenantry.api.billing.endpoints import router as billing_router
 from tenantry.api.licenses.endpoints import router as licenses_router
 from tenantry.api.quotas.endpoints import router as quotas_router
 from tenantry.api.runtime import Runtime
@@ -61,6 +62,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(usage_router)
     app.include_router(quotas_router)
     app.include_router(licenses_router)
+    app.include_router(billing_router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"],
                       summary="The process is alive")  # fmt: skip
     app.add_api_route(

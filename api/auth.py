@@ -19,7 +19,7 @@ from tenantry.api.apikeys.service import lookup
 from tenantry.api.errors import Forbidden, Unauthorized
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import Tenant
-from tenantry.core import keyformat
+from tenantry.core import clock, keyformat
 from tenantry.db.apikeys import KeyRow
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
@@ -62,8 +62,12 @@ async def runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
+# The process's clock: the system's, or moved forward for tests (core/clock.py).
+_clock = clock.from_environment()
+
+
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return _clock()
 
 
 @dataclass(frozen=True)

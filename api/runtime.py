@@ -17,6 +17,9 @@ from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantry.api.apikeys.service import Answers, KeyCache, LastUsed
+from tenantry.api.billing.pdf import PdfRenderer
+from tenantry.api.billing.service import BillingService
+from tenantry.api.billing.settings import BillingSettings
 from tenantry.api.licenses.service import LicenseService
 from tenantry.api.quotas.counters import Counters
 from tenantry.api.quotas.service import QuotaService, drain_stale_counters
@@ -27,6 +30,7 @@ from tenantry.api.tenants.kube import FIELD_MANAGER, Kube
 from tenantry.api.tenants.status import StatusWriter
 from tenantry.api.usage.service import UsageService
 from tenantry.api.usage.writer import UsageWriter
+from tenantry.core import clock
 from tenantry.db import migrations
 from tenantry.db.engine import create_engine
 
@@ -51,6 +55,8 @@ class Runtime:
     usage: UsageService
     quotas: QuotaService
     tally: Tally
+    billing: BillingService
+    pdf: PdfRenderer
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -90,7 +96,9 @@ class Runtime:
         fail_open = settings.redis_failure_mode == "fail_open"
         tally = Tally()
         answers = Answers(settings.introspection_cache_ttl)
-        status = StatusWriter(engine, kube, settings.status_write_interval)
+        now = clock.from_environment()
+        status = StatusWriter(engine, kube, settings.status_write_interval, now)
+        billing_settings = BillingSettings()
 
         def changed(tenant: Tenant) -> None:
             """A tenant's figures moved: its cached answers are stale, its status is due."""
@@ -102,7 +110,7 @@ class Runtime:
             engine=engine,
             counters=counters,
             kube=kube,
-            catalog=Catalog(kube, settings.catalog_ttl),
+            catalog=Catalog(kube, settings.catalog_ttl, engine, settings.subscription_cache_ttl),
             keys=KeyCache(engine, settings.key_cache_ttl),
             last_used=LastUsed(engine),
             status=status,
@@ -117,6 +125,8 @@ class Runtime:
             ),
             quotas=QuotaService(engine, counters, tally, fail_open=fail_open, on_change=changed),
             tally=tally,
+            billing=BillingService(engine, billing_settings, now),
+            pdf=PdfRenderer(),
         )
         counters.on_recovery = lambda: drain_stale_counters(engine, counters)
         if not await runtime.counters.ping():
@@ -127,6 +137,8 @@ class Runtime:
             await drain_stale_counters(engine, counters)
         runtime._tasks.append(asyncio.create_task(runtime._flush_last_used()))
         runtime._tasks.append(asyncio.create_task(runtime._drain_stale_counters()))
+        if billing_settings.run_interval > 0:
+            runtime._tasks.append(asyncio.create_task(runtime._bill()))
         return runtime
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -145,6 +157,15 @@ class Runtime:
                 log.warning("Could not drop stale quota counters: %s", error)
             await asyncio.sleep(STALE_CHECK_INTERVAL)
 
+    async def _bill(self) -> None:
+        """Scheduled billing runs; one replica at a time takes each (an advisory lock)."""
+        while True:
+            await asyncio.sleep(self.billing.settings.run_interval)
+            try:
+                await self.billing.scheduled_run()
+            except Exception as error:
+                log.warning("The scheduled billing run failed: %s", error)
+
     async def _flush_last_used(self) -> None:
         while True:
             await asyncio.sleep(self.settings.last_used_interval)
@@ -157,6 +178,7 @@ class Runtime:
                 await task
         await self.last_used.flush()
         await self.status.close()
+        await self.pdf.close()
         await self.counters.redis.aclose()
         await self.kube.close()
         await self.engine.dispose()

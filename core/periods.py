@@ -6,8 +6,10 @@ Plan) at 00:00 UTC on its anchor day. A month that lacks the anchor day (the
 does, and the next month returns to the anchor day. Yearly periods fall in
 the month the subscription started.
 
-The subscription's start day is a boundary too: the first period runs from
-the start to the first anchor date after it (a short first period, when the
+A trial is one period of its own, from its first day to the first paid
+period's start (`BillingCycle.trial`). The subscription's (or the first paid
+period's) start day is a boundary too: the first period runs from the
+start to the first anchor date after it (a short first period, when the
 anchor day is not the start's day). Boundaries are whole UTC days, so the
 hourly rollups of usage never straddle two periods.
 
@@ -80,6 +82,7 @@ class BillingCycle:
     start: dt.datetime
     interval: Interval = Interval.MONTH
     anchor_day: int = 1
+    trial_start: dt.datetime | None = None  # a trial before `start` is one period of its own
 
     def __post_init__(self) -> None:
         if not 1 <= self.anchor_day <= 31:
@@ -113,8 +116,19 @@ class BillingCycle:
             index += 1
         return index
 
+    @property
+    def trial(self) -> Period | None:
+        """The trial, `[its first day, start)`, when there is one."""
+        if self.trial_start is None or _day_of(self.trial_start) >= self.first_day:
+            return None
+        return Period(_day_of(self.trial_start), self.first_day)
+
     def period_at(self, moment: dt.datetime) -> Period:
-        """The period that holds `moment` (before the start: the regular one, cut at it)."""
+        """The period that holds `moment`: the trial, or a regular one (before the start:
+        the regular one, cut at it)."""
+        trial = self.trial
+        if trial is not None and trial.start <= moment < trial.end:
+            return trial
         index = self._index_at(moment)
         start, end = self._boundary(index), self._boundary(index + 1)
         first = self.first_day

@@ -9,11 +9,12 @@ they work on it. Money is integer minor units; limits are integers where
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from tenantry import license as lic
@@ -116,11 +117,29 @@ class ChargeModel(StrEnum):
 
 _CURRENCY = r"^[A-Z]{3}$"
 _DECIMAL = r"^[0-9]+(\.[0-9]{1,12})?$"
+_PERCENT = r"^(100(\.0{1,6})?|[0-9]{1,2}(\.[0-9]{1,6})?)$"
+_COUNTRY = r"^[A-Z]{2}$"
+Currency = Annotated[str, Field(pattern=_CURRENCY, description="ISO 4217 code, e.g. `USD`.")]
+Country = Annotated[str, Field(pattern=_COUNTRY, description="ISO 3166-1 alpha-2 code, e.g. `DE`.")]
+Percentage = Annotated[
+    str,
+    Field(
+        pattern=_PERCENT,
+        description="A percentage from 0 to 100 as a decimal string, e.g. `19` or `7.5`.",
+    ),
+]
+
+
+class TrialUsage(StrEnum):
+    """Whether metered usage during a trial is charged on the first invoice."""
+
+    WAIVED = "waived"
+    CHARGED = "charged"
 
 
 class Price(Model):
     amount: int = Field(ge=0, description="Recurring price in minor units (cents for USD).")
-    currency: str = Field(pattern=_CURRENCY, description="ISO 4217 code, e.g. `USD`.")
+    currency: Currency
     interval: Interval = Field(default=Interval.MONTH, description="Billing interval.")
 
 
@@ -164,8 +183,32 @@ class MeteredPrice(Model):
         default=None, ge=0, description="`package`: price of one package in minor units."
     )
     tiers: list[Tier] = Field(
-        default_factory=list, description="`graduated` and `volume`: tiers, ascending."
+        default_factory=list,
+        description="`graduated` and `volume`: tiers by ascending `upTo`; the last has none.",
     )
+
+    @model_validator(mode="after")
+    def _complete_for_its_model(self) -> MeteredPrice:
+        where = f"meteredPrices[{self.metric}]"
+        if self.model == ChargeModel.PACKAGE and (
+            self.package_size is None or self.package_amount is None
+        ):
+            raise ValueError(f"{where}: the package model needs packageSize and packageAmount")
+        if self.model in (ChargeModel.GRADUATED, ChargeModel.VOLUME):
+            if not self.tiers:
+                raise ValueError(f"{where}: the {self.model.value} model needs at least one tier")
+            bounds = [tier.up_to for tier in self.tiers]
+            if bounds[-1] is not None or None in bounds[:-1]:
+                raise ValueError(
+                    f"{where}: every tier but the last needs upTo, and the last must have none "
+                    "(it covers everything above)"
+                )
+            finite = [b for b in bounds if b is not None]
+            if any(a >= b for a, b in itertools.pairwise(finite)):
+                raise ValueError(f"{where}: tiers must have strictly ascending upTo values")
+        elif self.tiers:
+            raise ValueError(f"{where}: tiers apply only to the graduated and volume models")
+        return self
 
 
 class StripePlanIds(Model):
@@ -180,6 +223,18 @@ class PlanSpec(Model):
     display_name: str = Field(min_length=1, description="Name shown to customers.")
     price: Price = Field(description="Recurring base price.")
     trial_days: int = Field(default=0, ge=0, le=730, description="Free trial length.")
+    trial_usage: TrialUsage = Field(
+        default=TrialUsage.WAIVED,
+        description="`waived`: usage during a trial is free; `charged`: it is priced like any "
+        "period's and billed on the first invoice.",
+    )
+    past_due_grace_days: int = Field(
+        default=7,
+        ge=0,
+        le=365,
+        description="Days a subscription stays `past_due` before it becomes `unpaid` and its "
+        "instance is suspended.",
+    )
     features: dict[MetricName, bool] = Field(
         default_factory=dict,
         description="Feature flags granted, e.g. `ota_updates: true` (snake_case, as instances "
@@ -198,6 +253,21 @@ class PlanSpec(Model):
         default=35, ge=1, le=400, description="Oldest event timestamp accepted, in days."
     )
     stripe: StripePlanIds = Field(default_factory=StripePlanIds, description="Stripe ids.")
+
+    @model_validator(mode="after")
+    def _one_price_per_known_metric(self) -> PlanSpec:
+        names = {m.name for m in self.metrics}
+        seen: set[str] = set()
+        for price in self.metered_prices:
+            if price.metric not in names:
+                raise ValueError(
+                    f"meteredPrices names metric {price.metric!r}, which is not in spec.metrics: "
+                    "declare it there"
+                )
+            if price.metric in seen:
+                raise ValueError(f"meteredPrices has two entries for metric {price.metric!r}")
+            seen.add(price.metric)
+        return self
 
     @field_validator("limits", "features")
     @classmethod
@@ -218,10 +288,35 @@ class PlanStatus(Model):
 # -------------------------------------------------------------------- Tenant
 
 
+class Address(Model):
+    line1: str = Field(default="", description="Street and number.")
+    line2: str = Field(default="", description="Second address line.")
+    postal_code: str = Field(default="", description="Postal code.")
+    city: str = Field(default="", description="City.")
+    state: str = Field(default="", description="State, province or region.")
+    country: Country | None = Field(default=None, description="Country (ISO 3166-1 alpha-2).")
+
+
+class BillingDetails(Model):
+    """Who invoices are addressed to."""
+
+    legal_name: str = Field(default="", description="Legal name; the display name if empty.")
+    address: Address = Field(default_factory=Address, description="Billing address.")
+    tax_id: str = Field(
+        default="",
+        max_length=64,
+        description="VAT or tax id, e.g. `DE123456789`. A tax id in another country than the "
+        "seller's makes invoices reverse-charged.",
+    )
+
+
 class TenantSpec(Model):
     display_name: str = Field(min_length=1, description="Customer's name, for people.")
     billing_email: str = Field(
         pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Where invoices go."
+    )
+    billing: BillingDetails = Field(
+        default_factory=BillingDetails, description="Details printed on invoices."
     )
     namespace: DnsLabel | None = Field(
         default=None, description="Namespace of the instance; defaults to `tenant-<name>`."
@@ -263,6 +358,9 @@ class BillingCycleSummary(Model):
     start: dt.datetime = Field(description="When the subscription began; its day is a boundary.")
     interval: Interval = Field(description="`month` or `year`, from the Plan.")
     anchor_day: int = Field(ge=1, le=31, description="Day of the month periods start on.")
+    trial_start: dt.datetime | None = Field(
+        default=None, description="When a trial began; it is one period, up to `start`."
+    )
 
 
 class UsageSummary(Model):
@@ -307,39 +405,62 @@ class SubscriptionSpec(Model):
     trial_days: int | None = Field(
         default=None, ge=0, le=730, description="Overrides the plan's trial length."
     )
-    cancel_at_period_end: bool = Field(default=False, description="End when the period ends.")
-    coupon: str | None = Field(default=None, description="Stripe coupon or promotion code.")
+    cancel_at_period_end: bool = Field(
+        default=False,
+        description="End the subscription when the current period ends, with a final invoice.",
+    )
+    coupon: DnsLabel | None = Field(
+        default=None, description="Name of a Coupon whose discount applies."
+    )
+    tax_rates: list[DnsLabel] = Field(
+        default_factory=list, description="Names of the TaxRates that apply to its invoices."
+    )
 
 
-class Payment(Model):
-    amount: int = Field(description="Minor units.")
-    currency: str
-    paid_at: dt.datetime
-    invoice_id: str | None = None
+class InvoiceSummary(Model):
+    id: str = Field(description="Invoice id (`GET /v1/admin/invoices/{id}`).")
+    number: str | None = Field(default=None, description="Invoice number, once finalized.")
+    status: str = Field(description="`draft`, `open`, `paid`, `void` or `uncollectible`.")
+    currency: Currency
+    total: int = Field(description="Total in minor units.")
+    amount_due: int = Field(description="What is still to be paid, in minor units.")
+    due_at: dt.datetime | None = Field(default=None, description="When payment is due.")
 
 
 class SubscriptionStatus(Model):
     conditions: Conditions
     observed_generation: int | None = None
     state: SubscriptionState | None = None
+    plan: str | None = Field(default=None, description="Plan in force.")
+    started_at: dt.datetime | None = Field(default=None, description="When it began.")
     current_period: Period | None = None
     trial_end: dt.datetime | None = None
+    cancel_at: dt.datetime | None = Field(
+        default=None, description="When it will end (cancelAtPeriodEnd)."
+    )
+    ended_at: dt.datetime | None = Field(default=None, description="When it ended.")
+    latest_invoice: InvoiceSummary | None = None
+    amount_due: int | None = Field(
+        default=None, description="Unpaid amount over all open invoices, minor units."
+    )
     stripe_subscription_id: str | None = None
-    last_payment: Payment | None = None
 
 
 # ------------------------------------------------------------------- ApiKey
 
 
-Scope = Literal["usage:write", "license:read", "quota:consume"]
-ALL_SCOPES: tuple[Scope, ...] = ("usage:write", "license:read", "quota:consume")
+Scope = Literal["usage:write", "license:read", "quota:consume", "billing:read"]
+ALL_SCOPES: tuple[Scope, ...] = ("usage:write", "license:read", "quota:consume", "billing:read")
+DEFAULT_SCOPES: tuple[Scope, ...] = ("usage:write", "license:read", "quota:consume")
+"""What a key may do when its spec names no scopes: `billing:read` is asked for explicitly."""
 
 
 class ApiKeySpec(Model):
     tenant_ref: ResourceRef = Field(description="Tenant in this namespace the key acts for.")
     scopes: list[Scope] = Field(
-        default_factory=lambda: list(ALL_SCOPES),
-        description="What the key may do.",
+        default_factory=lambda: list(DEFAULT_SCOPES),
+        description="What the key may do: `usage:write`, `license:read`, `quota:consume` "
+        "(the default) and `billing:read` (its tenant's invoices).",
     )
     expires_at: dt.datetime | None = Field(default=None, description="Stops working after this.")
     revoked: bool = Field(default=False, description="Set to stop the key at once.")
@@ -356,6 +477,72 @@ class ApiKeyStatus(Model):
     secret_ref: str | None = Field(default=None, description="`namespace/name` of the Secret.")
     expires_at: dt.datetime | None = None
     last_used_at: dt.datetime | None = None
+
+
+# -------------------------------------------------------------- Coupon, TaxRate
+
+
+class CouponDuration(StrEnum):
+    ONCE = "once"
+    REPEATING = "repeating"
+    FOREVER = "forever"
+
+
+class CouponSpec(Model):
+    display_name: str = Field(default="", description="Shown on invoices; the name if empty.")
+    percent_off: Percentage | None = Field(
+        default=None, description="Percent off the subtotal, e.g. `20` or `12.5`."
+    )
+    amount_off: int | None = Field(
+        default=None, ge=1, description="Amount off the subtotal in minor units (with currency)."
+    )
+    currency: Currency | None = Field(default=None, description="Currency of amountOff.")
+    duration: CouponDuration = Field(
+        default=CouponDuration.ONCE,
+        description="`once`: the first invoice; `repeating`: the first durationPeriods "
+        "invoices; `forever`.",
+    )
+    duration_periods: int | None = Field(
+        default=None, ge=1, description="`repeating`: for how many invoices."
+    )
+    max_redemptions: int | None = Field(
+        default=None, ge=1, description="How many Subscriptions may use it."
+    )
+    redeem_by: dt.datetime | None = Field(
+        default=None, description="Subscriptions naming it after this get no discount."
+    )
+
+    @model_validator(mode="after")
+    def _one_discount(self) -> CouponSpec:
+        if (self.percent_off is None) == (self.amount_off is None):
+            raise ValueError("a Coupon has either percentOff or amountOff (with currency)")
+        if self.amount_off is not None and self.currency is None:
+            raise ValueError("amountOff needs a currency")
+        if (self.duration == CouponDuration.REPEATING) != (self.duration_periods is not None):
+            raise ValueError("durationPeriods is set exactly when duration is repeating")
+        return self
+
+
+class CouponStatus(Model):
+    conditions: Conditions
+    observed_generation: int | None = None
+    redemptions: int = Field(default=0, description="Subscriptions that redeemed it.")
+
+
+class TaxRateSpec(Model):
+    display_name: str = Field(min_length=1, description="Name on invoices, e.g. `VAT`.")
+    percentage: Percentage
+    country: Country | None = Field(default=None, description="Where the rate applies.")
+    inclusive: bool = Field(
+        default=False,
+        description="True: prices already include this tax; false: it is added on top.",
+    )
+    description: str = Field(default="", description="For people.")
+
+
+class TaxRateStatus(Model):
+    conditions: Conditions
+    observed_generation: int | None = None
 
 
 # ------------------------------------------------------------------ the kinds
@@ -433,7 +620,9 @@ class SubscriptionKind(Kind):
         {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenantRef.name"},
         {"name": "Plan", "type": "string", "jsonPath": ".spec.planRef.name"},
         {"name": "State", "type": "string", "jsonPath": ".status.state"},
-        {"name": "Period-End", "type": "date", "jsonPath": ".status.currentPeriod.end"},
+        # A `date` column shows a future time as <invalid>: print the timestamp.
+        {"name": "Period-End", "type": "string", "jsonPath": ".status.currentPeriod.end"},
+        {"name": "Amount-Due", "type": "integer", "jsonPath": ".status.amountDue"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     )
 
@@ -453,4 +642,37 @@ class ApiKeyKind(Kind):
     )
 
 
-KINDS: list[type[Kind]] = [PlanKind, TenantKind, SubscriptionKind, ApiKeyKind]
+class CouponKind(Kind):
+    kind = "Coupon"
+    plural = "coupons"
+    short_names = ("cpn",)
+    scope = "Cluster"
+    spec = CouponSpec
+    status = CouponStatus
+    printer_columns = (
+        {"name": "Percent-Off", "type": "string", "jsonPath": ".spec.percentOff"},
+        {"name": "Amount-Off", "type": "integer", "jsonPath": ".spec.amountOff"},
+        {"name": "Duration", "type": "string", "jsonPath": ".spec.duration"},
+        {"name": "Redemptions", "type": "integer", "jsonPath": ".status.redemptions"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    )
+
+
+class TaxRateKind(Kind):
+    kind = "TaxRate"
+    plural = "taxrates"
+    short_names = ("tax",)
+    scope = "Cluster"
+    spec = TaxRateSpec
+    status = TaxRateStatus
+    printer_columns = (
+        {"name": "Display", "type": "string", "jsonPath": ".spec.displayName"},
+        {"name": "Percentage", "type": "string", "jsonPath": ".spec.percentage"},
+        {"name": "Country", "type": "string", "jsonPath": ".spec.country"},
+        {"name": "Inclusive", "type": "boolean", "jsonPath": ".spec.inclusive"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    )
+
+
+KINDS: list[type[Kind]] = [PlanKind, TenantKind, SubscriptionKind, ApiKeyKind, CouponKind,
+                           TaxRateKind]  # fmt: skip

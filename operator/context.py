@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tenantry.core.clock import Clock, system_clock
 from tenantry.operator.helm import Releases
 from tenantry.operator.keys import RevocationList, SigningKeys
 from tenantry.operator.kube import Cluster
@@ -25,6 +26,7 @@ class Context:
     keys: SigningKeys
     revocations: RevocationList
     database: AsyncEngine | None = None
+    clock: Clock = system_clock
     _locks: defaultdict[Any, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )

@@ -11,8 +11,9 @@ import kopf
 from lightkube import AsyncClient
 from pyhelm3 import Client as HelmClient
 
+from tenantry.core import clock
 from tenantry.db.engine import create_engine
-from tenantry.operator import apikey, tenant
+from tenantry.operator import apikey, subscription, tenant
 from tenantry.operator.context import Context
 from tenantry.operator.helm import Releases
 from tenantry.operator.keys import RevocationList, SigningKeys
@@ -74,6 +75,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             database=create_engine(config.database_url, pool_size=5, pre_ping=True)
             if config.database_url
             else None,
+            clock=clock.from_environment(),
         )
 
     @kopf.on.login(id="login", registry=registry)
@@ -92,6 +94,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
 
     tenant.register(registry, context_of, config.drift_interval)
     apikey.register(registry, context_of)
+    subscription.register(registry, context_of, config.subscription_interval)
     return registry
 
 

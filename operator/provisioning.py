@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tenantry.core import lifecycle
 from tenantry.core.periods import CALENDAR_MONTHS, BillingCycle
 from tenantry.core.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
 from tenantry.operator.errors import InvalidSpec, NotReady
@@ -41,6 +42,7 @@ class SubscriptionView:
     trial_end: dt.datetime | None = None
     period_end: dt.datetime | None = None
     created: dt.datetime | None = None
+    cycle: BillingCycle | None = None  # as the Subscription's status says
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def trial_end(subscription: SubscriptionView, plan: PlanSpec) -> dt.datetime | N
         if subscription.spec.trial_days is not None
         else plan.trial_days
     )
-    return subscription.created + dt.timedelta(days=days) if days else None
+    return lifecycle.trial_end(subscription.created, days)
 
 
 def license_terms(
@@ -175,11 +177,20 @@ def license_terms(
 
 
 def billing_cycle(subscription: SubscriptionView, plan: PlanSpec) -> BillingCycle:
-    """The subscription's periods: from its creation, on its anchor day (default: that
-    day of the month), every interval of its plan."""
-    start = subscription.created or CALENDAR_MONTHS.start
+    """The subscription's periods as its status says, or before it says: after the trial
+    (or from its creation), on its anchor day, every interval of its plan."""
+    if subscription.cycle is not None:
+        return subscription.cycle
+    trial = trial_end(subscription, plan)
+    created = subscription.created or CALENDAR_MONTHS.start
+    start = trial or created
     anchor_day = subscription.spec.billing_cycle_anchor_day or start.astimezone(dt.UTC).day
-    return BillingCycle(start=start, interval=plan.price.interval, anchor_day=anchor_day)
+    return BillingCycle(
+        start=start,
+        interval=plan.price.interval,
+        anchor_day=anchor_day,
+        trial_start=created if trial else None,
+    )
 
 
 def should_suspend(spec: TenantSpec, state: SubscriptionState) -> bool:

@@ -97,10 +97,12 @@ async def reconciling(
     logger: Logger,
     *,
     transient_as_condition: bool = False,
+    now: dt.datetime | None = None,
 ) -> AsyncIterator[Reconcile]:
-    """One pass; problems become the Ready condition. With `transient_as_condition`,
-    a temporary error is shown too (`Ready=False, Retrying`) instead of only retried."""
-    r = Reconcile(body, prior_conditions, utcnow())
+    """One pass at `now` (default: the system time); problems become the Ready condition.
+    With `transient_as_condition`, a temporary error is shown too (`Ready=False, Retrying`)
+    instead of only retried."""
+    r = Reconcile(body, prior_conditions, now or utcnow())
     try:
         yield r
     except (NotReady, InvalidSpec) as problem:

@@ -54,6 +54,12 @@ class OperatorSettings(BaseSettings):
     drift_interval: float = Field(
         default=60.0, gt=0, description="Seconds between drift repairs of each Tenant."
     )
+    subscription_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between passes over each Subscription: trials end, periods turn "
+        "and invoices fall due with time alone.",
+    )
     namespace_prefix: str = "tenant-"
     database_url: str | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from tenantry.core.conditions import READY, Observed, condition
 from tenantry.core.names import REVOKE_LICENSE_ANNOTATION
+from tenantry.core.periods import BillingCycle
 from tenantry.core.resources import (
     GROUP,
     VERSION,
@@ -34,6 +35,7 @@ from tenantry.core.resources import (
     TenantStatus,
 )
 from tenantry.db import apikeys as apikeys_repository
+from tenantry.db import subscriptions as subscriptions_repository
 from tenantry.db.licenses import LicenseAction
 from tenantry.operator import errors, history, licensing
 from tenantry.operator.context import Context
@@ -73,6 +75,15 @@ def subscription_views(raw: Iterable[Mapping[str, Any]]) -> list[SubscriptionVie
                 f"Subscription {item['name']} is invalid: {error}", reason="InvalidSubscription"
             ) from error
         period = status.get("currentPeriod") or {}
+        cycle = None
+        if status.get("billingCycle"):
+            try:
+                summary = BillingCycleSummary.model_validate(status["billingCycle"])
+                cycle = BillingCycle(
+                    summary.start, summary.interval, summary.anchor_day, summary.trial_start
+                )
+            except ValidationError:
+                cycle = None  # recomputed below from the spec
         views.append(
             SubscriptionView(
                 name=item["name"],
@@ -81,6 +92,7 @@ def subscription_views(raw: Iterable[Mapping[str, Any]]) -> list[SubscriptionVie
                 trial_end=_parse_time(status.get("trialEnd")),
                 period_end=_parse_time(period.get("end")),
                 created=_parse_time(item.get("created")),
+                cycle=cycle,
             )
         )
     return views
@@ -123,7 +135,7 @@ async def reconcile(
 ) -> dict[str, Any]:
     """Bring one Tenant's namespace, license and release in line; return its new status."""
     prior = prior_status(body, TenantStatus)
-    async with reconciling(body, prior.conditions, logger) as r:
+    async with reconciling(body, prior.conditions, logger, now=ctx.clock()) as r:
         await provision(ctx, r, prior, subscriptions, plans, logger)
     return r.status()
 
@@ -141,16 +153,21 @@ async def provision(
     assert name
     assert namespace
     spec = r.spec(TenantSpec)
-    subscription = select_subscription(name, namespace, subscription_views(subscriptions))
+    views = subscription_views(subscriptions)
+    ended = None if views else await ended_subscription(ctx, body.metadata.uid or "")
+    subscription = select_subscription(name, namespace, [ended[0]] if ended else views)
     # Only this Tenant's Plan is read: another Plan's trouble is not its own.
     plan_name = subscription.spec.plan_ref.name
+    known = plan_specs({plan_name: plans.get(plan_name, ())})
+    if ended and plan_name not in known:
+        known[plan_name] = ended[1]
     desired = desired_state(
         tenant_id=body.metadata.uid or name,
         tenant_name=name,
         tenant_namespace_prefix=settings.namespace_prefix,
         spec=spec,
         subscription=subscription,
-        plans=plan_specs({plan_name: plans.get(plan_name, ())}),
+        plans=known,
         chart=ctx.chart,
         license_secret=settings.license_secret,
     )
@@ -199,6 +216,29 @@ async def provision(
         condition(READY, deployed, "Suspended" if desired.suspended else "Provisioned",
                   "Instance is suspended." if desired.suspended else "Instance is provisioned.")
     )  # fmt: skip
+
+
+async def ended_subscription(
+    ctx: Context, tenant_uid: str
+) -> tuple[SubscriptionView, PlanSpec] | None:
+    """The Tenant's deleted Subscription, as billing keeps it: the Tenant stays
+    suspended and unlicensed until a new Subscription names it."""
+    if ctx.database is None or not tenant_uid:
+        return None
+    async with errors.database(), ctx.database.connect() as conn:
+        terms = await subscriptions_repository.terms_of_tenant(conn, tenant_uid)
+    if terms is None or terms.ended_at is None:
+        return None
+    view = SubscriptionView(
+        name=terms.name,
+        spec=SubscriptionSpec.model_validate(
+            {"tenantRef": {"name": terms.tenant_name}, "planRef": {"name": terms.plan_name}}
+        ),
+        state=SubscriptionState.CANCELED,
+        created=terms.started_at,
+        cycle=terms.cycle,
+    )
+    return view, terms.plan
 
 
 async def ensure_license(

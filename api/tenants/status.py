@@ -18,6 +18,7 @@ from tenantry.api.tenants.catalog import Tenant
 from tenantry.api.tenants.kube import Kube
 from tenantry.api.usage import repository as usage_repo
 from tenantry.core import resources
+from tenantry.core.clock import Clock, system_clock
 from tenantry.core.periods import Period
 from tenantry.core.resources import UsageSummary
 from tenantry.core.usage import period_values
@@ -37,8 +38,11 @@ def summary(
 
 
 class StatusWriter:
-    def __init__(self, engine: AsyncEngine, kube: Kube, interval: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, kube: Kube, interval: float, clock: Clock = system_clock
+    ) -> None:
         self.engine = engine
+        self.clock = clock
         self.kube = kube
         self.interval = interval
         self.writes = 0
@@ -66,7 +70,7 @@ class StatusWriter:
 
     async def write(self, tenant: Tenant) -> UsageSummary:
         assert tenant.plan is not None
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock()
         period = tenant.period_at(now)
         async with self.engine.connect() as conn:
             totals = await usage_repo.period_totals(conn, tenant.uid, period)

@@ -1,0 +1,411 @@
+"""Billing runs, invoices, payments and credit notes.
+
+Invariant: one invoice per subscription and boundary, and one number per
+finalized invoice, gap-free per prefix, whatever runs twice, crashes halfway
+or runs on two replicas at once. Three things hold it, none home-made:
+- each subscription is billed in its own transaction, under a PostgreSQL
+  advisory lock on its uid, so two runs take turns per subscription and a
+  crash loses at most the subscription in flight (its transaction rolls back);
+- the unique key `(subscription_uid, boundary)` on invoices;
+- numbers come from a row of `number_sequences` updated in the transaction
+  that finalizes, so they are taken in commit order and a rollback returns one.
+
+A draft is recomputed on every run until its grace window after the boundary
+has passed; then it is finalized: priced one last time, numbered, and what it
+billed per period and metric recorded, so usage arriving later is billed once,
+as the difference, on the next invoice. An issued invoice never changes:
+corrections are credit notes, and voiding is a state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tenantry.api.billing import repository as repo
+from tenantry.api.billing.settings import BillingSettings
+from tenantry.api.errors import Conflict, NotFound, Unprocessable
+from tenantry.api.usage import repository as usage_repository
+from tenantry.core import invoices, lifecycle
+from tenantry.core.clock import Clock
+from tenantry.core.invoices import Invoice, InvoiceStatus
+from tenantry.core.lifecycle import Boundary, LateUsage, Terms
+from tenantry.core.periods import Period
+from tenantry.core.usage import period_values
+from tenantry.db import subscriptions as subscriptions_repository
+
+log = logging.getLogger("tenantry.api.billing")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    id: int | None
+    subscriptions: int
+    drafted: int
+    finalized: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    drafted: int = 0
+    finalized: int = 0
+
+
+class BillingService:
+    def __init__(self, engine: AsyncEngine, settings: BillingSettings, clock: Clock) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.seller = settings.seller()
+
+    # ------------------------------------------------------------ runs
+
+    async def run(self, *, tenant_uid: str | None = None, trigger: str = "admin") -> RunResult:
+        """Bill every subscription (or one tenant's) up to now."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            run_id = await repo.start_run(conn, tenant_uid or "all", trigger, now)
+            uids = await subscriptions_repository.all_uids(conn, tenant_uid)
+        drafted = finalized = failed = 0
+        error: str | None = None
+        for uid in uids:
+            try:
+                outcome = await self.bill(uid, now)
+            except Exception as problem:  # one subscription's trouble stops no other
+                failed += 1
+                error = f"{uid}: {problem}"
+                log.exception("Billing subscription %s failed", uid)
+                continue
+            drafted += outcome.drafted
+            finalized += outcome.finalized
+        async with self.engine.begin() as conn:
+            await repo.finish_run(
+                conn, run_id, state="failed" if failed else "succeeded",
+                subscriptions=len(uids), drafted=drafted, finalized=finalized, error=error,
+                now=self.clock(),
+            )  # fmt: skip
+        if drafted or finalized or failed:
+            log.info(
+                "Billing run %s: %d subscriptions, %d invoices drafted, %d finalized, %d failed",
+                run_id, len(uids), drafted, finalized, failed,
+            )  # fmt: skip
+        return RunResult(run_id, len(uids), drafted, finalized, failed)
+
+    async def scheduled_run(self) -> RunResult | None:
+        """The periodic run: on one replica at a time; None when another has it."""
+        async with self.engine.connect() as conn:
+            if not await repo.try_run_lock(conn):
+                return None
+            await conn.commit()
+            try:
+                return await self.run(trigger="schedule")
+            finally:
+                await repo.release_run_lock(conn)
+                await conn.commit()
+
+    async def bill(self, subscription_uid: str, now: dt.datetime) -> Outcome:
+        """Draft, refresh and finalize the invoices one subscription's boundaries call for."""
+        drafted = finalized = 0
+        async with self.engine.begin() as conn:
+            await repo.lock_subscription(conn, subscription_uid)
+            terms = await subscriptions_repository.load_terms(conn, subscription_uid)
+            if terms is None:
+                return Outcome()
+            existing = await repo.invoices_of(conn, subscription_uid)
+            for boundary in lifecycle.boundaries(terms, now):
+                row = existing.get(boundary.at)
+                if row is not None and row.status != InvoiceStatus.DRAFT:
+                    continue
+                write = await self._compose(conn, terms, boundary, now)
+                if write is None:
+                    continue
+                if row is None:
+                    invoice_id = await repo.insert_draft(conn, write)
+                    if invoice_id is None:
+                        continue
+                    drafted += 1
+                else:
+                    invoice_id = row.id
+                    await repo.update_draft(conn, invoice_id, write)
+                if now >= write.finalize_after:
+                    await self._finalize(conn, terms, invoice_id, write, now)
+                    finalized += 1
+        return Outcome(drafted, finalized)
+
+    async def _compose(
+        self, conn: AsyncConnection, terms: Terms, boundary: Boundary, now: dt.datetime
+    ) -> repo.InvoiceWrite | None:
+        usage: dict[str, int] = {}
+        if boundary.usage_period is not None and boundary.usage_charged:
+            usage = await self._figures(conn, terms, boundary.usage_period)
+        late = await self._late_usage(conn, terms, boundary)
+        draft = lifecycle.draft_invoice(
+            terms, boundary, usage, late,
+            credit_unused_on_cancel=self.settings.credit_unused_on_cancel,
+        )  # fmt: skip
+        if draft.empty:
+            return None
+        discount = lifecycle.discount_for(
+            terms,
+            boundary,
+            await repo.discounted_before(conn, terms.uid, boundary.at),
+            terms.currency,
+        )
+        totals = invoices.totals(
+            draft.lines,
+            discount=discount,
+            tax_rates=terms.tax_rates,
+            reverse_charge=lifecycle.reverse_charged(terms.buyer, self.seller.country),
+        )
+        return repo.InvoiceWrite(
+            subscription_uid=terms.uid,
+            tenant_uid=terms.tenant_uid,
+            boundary=boundary.at,
+            final=boundary.final,
+            currency=terms.currency,
+            period=draft.period,
+            plan_name=draft.plan_name,
+            lines=draft.lines,
+            totals=totals,
+            discount_name=discount.name if discount else None,
+            seller=repo.buyer_json(self.seller),
+            buyer=repo.buyer_json(terms.buyer),
+            created_at=now,
+            finalize_after=boundary.at + dt.timedelta(seconds=self.settings.finalize_grace),
+        )
+
+    async def _figures(self, conn: AsyncConnection, terms: Terms, period: Period) -> dict[str, int]:
+        metrics = [price.metric for price in terms.plan.metered_prices]
+        for change in terms.plan_changes:
+            metrics += [price.metric for price in change.to_plan.metered_prices]
+        if not metrics:
+            return {}
+        rows = await usage_repository.period_totals(
+            conn, terms.tenant_uid, period, sorted(set(metrics))
+        )
+        return period_values(rows)
+
+    async def _late_usage(
+        self, conn: AsyncConnection, terms: Terms, boundary: Boundary
+    ) -> list[LateUsage]:
+        """Metrics of periods already billed whose figures have moved since."""
+        before = boundary.usage_period.start if boundary.usage_period else boundary.at
+        # Events older than the plan accepts cannot arrive: older periods cannot change.
+        oldest = boundary.at - dt.timedelta(days=terms.plan.usage_max_age_days + 1)
+        billed = [
+            b for b in await repo.billed_usage(conn, terms.uid, oldest) if b.period.end <= before
+        ]
+        late = []
+        by_period: dict[Period, list[repo.Billed]] = {}
+        for item in billed:
+            by_period.setdefault(item.period, []).append(item)
+        for period, items in by_period.items():
+            figures = await self._figures(conn, terms, period)
+            for item in items:
+                now_quantity = Decimal(figures.get(item.metric, 0))
+                if now_quantity != item.quantity:
+                    late.append(
+                        LateUsage(
+                            period, item.metric, item.quantity, item.unrounded, item.amount,
+                            now_quantity,
+                        )
+                    )  # fmt: skip
+        return late
+
+    async def _finalize(
+        self,
+        conn: AsyncConnection,
+        terms: Terms,
+        invoice_id: str,
+        write: repo.InvoiceWrite,
+        now: dt.datetime,
+    ) -> None:
+        number = await repo.next_number(conn, self.settings.invoice_prefix)
+        due = now + dt.timedelta(days=self.settings.due_days)
+        await repo.finalize(conn, invoice_id, number, now, due, paid=write.totals.total <= 0)
+        await repo.record_billed(conn, terms.uid, invoice_id, write.lines)
+        log.info(
+            "Finalized invoice %s for subscription %s/%s: total %d %s",
+            number, terms.namespace, terms.name, write.totals.total, terms.currency,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ reading
+
+    async def invoice(self, invoice_id: str) -> Invoice:
+        async with self.engine.connect() as conn:
+            found = await repo.get_invoice(conn, invoice_id)
+        if found is None:
+            raise _no_invoice(invoice_id)
+        return found
+
+    async def invoices_of_tenant(
+        self,
+        tenant_uid: str,
+        *,
+        limit: int,
+        before: dt.datetime | None,
+        include_drafts: bool = True,
+    ) -> list[Invoice]:
+        async with self.engine.connect() as conn:
+            return await repo.tenant_invoices(
+                conn, tenant_uid, limit=limit, before=before, include_drafts=include_drafts
+            )
+
+    async def preview(self, tenant_uid: str) -> Invoice:
+        """The next invoice as it stands now: the current period's usage so far, priced."""
+        now = self.clock()
+        async with self.engine.connect() as conn:
+            terms = await subscriptions_repository.terms_of_tenant(conn, tenant_uid)
+            if terms is None:
+                raise NotFound(
+                    "This tenant has no subscription to preview an invoice for.",
+                    code="subscription_not_found",
+                )
+            period = lifecycle.current_period(terms, now)
+            if period is None:
+                raise Conflict(
+                    f"Subscription {terms.namespace}/{terms.name} has ended: there is no next "
+                    "invoice. Its last one is in the invoice list.",
+                    code="subscription_ended",
+                )
+            upcoming = lifecycle.boundaries(terms, period.end)[-1]
+            if upcoming.at != period.end:  # canceled before its period ends: bill at the end
+                upcoming = dataclasses.replace(upcoming, at=period.end)
+            write = await self._compose(conn, terms, upcoming, now)
+        lines = write.lines if write else ()
+        totals = write.totals if write else invoices.totals(())
+        return Invoice(
+            id="preview",
+            number=None,
+            status=InvoiceStatus.DRAFT,
+            currency=terms.currency,
+            seller=self.seller,
+            buyer=terms.buyer,
+            period=write.period if write else period,
+            lines=tuple(lines),
+            totals=totals,
+            discount_name=write.discount_name if write else None,
+            created_at=now,
+            issued_at=None,
+            due_at=None,
+            plan=write.plan_name if write else terms.plan_name,
+            tenant=f"{terms.namespace}/{terms.tenant_name}",
+            subscription=f"{terms.namespace}/{terms.name}",
+        )
+
+    # ------------------------------------------------------------ changes
+
+    async def record_payment(
+        self, invoice_id: str, amount: int, method: str, reference: str,
+        paid_at: dt.datetime | None,
+    ) -> Invoice:  # fmt: skip
+        """Record a payment against an open invoice; the same reference twice is one payment."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            invoice = await repo.lock_invoice(conn, invoice_id)
+            if invoice is None:
+                raise _no_invoice(invoice_id)
+            if any(p.reference == reference for p in invoice.payments):
+                return invoice  # a retried request: recorded already
+            if invoice.status != InvoiceStatus.OPEN:
+                raise Conflict(
+                    f"Invoice {invoice.number or invoice.id} is {invoice.status.value}: payments "
+                    "are recorded against open invoices only.",
+                    code="invoice_not_open",
+                    details={"status": invoice.status.value},
+                )
+            if amount > invoice.amount_due:
+                raise Unprocessable(
+                    f"The payment of {amount} exceeds the amount due ({invoice.amount_due}, minor "
+                    f"units of {invoice.currency}): record at most the amount due.",
+                    code="payment_exceeds_amount_due",
+                    details={"amountDue": invoice.amount_due},
+                )
+            await repo.add_payment(conn, invoice_id, amount, method, reference, paid_at or now)
+            if amount == invoice.amount_due:
+                await repo.set_status(conn, invoice_id, InvoiceStatus.PAID, now)
+            updated = await repo.get_invoice(conn, invoice_id)
+        assert updated is not None
+        log.info("Recorded a payment of %d %s on invoice %s", amount, invoice.currency,
+                 invoice.number)  # fmt: skip
+        return updated
+
+    async def change_status(self, invoice_id: str, target: InvoiceStatus) -> Invoice:
+        """Void or mark uncollectible an open invoice (an issued invoice is never deleted)."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            invoice = await repo.lock_invoice(conn, invoice_id)
+            if invoice is None:
+                raise _no_invoice(invoice_id)
+            if invoice.status == target:
+                return invoice
+            allowed = {InvoiceStatus.OPEN} | (
+                {InvoiceStatus.UNCOLLECTIBLE} if target == InvoiceStatus.VOID else set()
+            )
+            if invoice.status not in allowed:
+                hint = (
+                    "a draft is finalized first (it still collects late usage)"
+                    if invoice.status == InvoiceStatus.DRAFT
+                    else "correct a paid invoice with a credit note"
+                )
+                raise Conflict(
+                    f"Invoice {invoice.number or invoice.id} is {invoice.status.value} and cannot "
+                    f"become {target.value}: {hint}.",
+                    code="invalid_invoice_transition",
+                    details={"status": invoice.status.value, "target": target.value},
+                )
+            await repo.set_status(conn, invoice_id, target, now)
+            updated = await repo.get_invoice(conn, invoice_id)
+        assert updated is not None
+        return updated
+
+    async def credit(self, invoice_id: str, amount: int, reason: str) -> tuple[Invoice, str]:
+        """Issue a credit note (its own gap-free sequence) against an issued invoice."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            invoice = await repo.lock_invoice(conn, invoice_id)
+            if invoice is None:
+                raise _no_invoice(invoice_id)
+            if invoice.status not in (InvoiceStatus.OPEN, InvoiceStatus.PAID):
+                raise Conflict(
+                    f"Invoice {invoice.number or invoice.id} is {invoice.status.value}: credit "
+                    "notes correct open or paid invoices.",
+                    code="invalid_invoice_transition",
+                )
+            creditable = invoice.totals.total - invoice.amount_credited
+            if amount > creditable:
+                raise Unprocessable(
+                    f"The credit of {amount} exceeds what is left to credit on this invoice "
+                    f"({creditable} minor units of {invoice.currency}).",
+                    code="credit_exceeds_total",
+                    details={"creditable": creditable},
+                )
+            number = await repo.next_number(conn, self.settings.credit_note_prefix)
+            await repo.add_credit_note(conn, invoice_id, number, amount, reason, now)
+            refreshed = await repo.get_invoice(conn, invoice_id)
+            assert refreshed is not None
+            if refreshed.status == InvoiceStatus.OPEN and refreshed.amount_due == 0:
+                await repo.set_status(conn, invoice_id, InvoiceStatus.PAID, now)
+                refreshed = await repo.get_invoice(conn, invoice_id)
+        assert refreshed is not None
+        return refreshed, number
+
+    async def credit_notes(self, invoice_id: str) -> Sequence[dict[str, object]]:
+        async with self.engine.connect() as conn:
+            return await repo.credit_notes(conn, invoice_id)
+
+
+def _no_invoice(invoice_id: str) -> NotFound:
+    return NotFound(
+        f"There is no invoice {invoice_id} (see GET /v1/admin/tenants/{{namespace}}/{{name}}/"
+        "invoices).",
+        code="invoice_not_found",
+        details={"id": invoice_id},
+    )
