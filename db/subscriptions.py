@@ -288,3 +288,26 @@ async def billing_facts(conn: AsyncConnection, subscription_uid: str) -> Invoice
             due_at=latest.due_at,
         ),
     )
+
+
+async def overdue_since_all(conn: AsyncConnection) -> dict[str, dt.datetime]:
+    """The due date of each subscription's oldest unpaid open invoice."""
+    rows = await conn.execute(
+        text(
+            "SELECT subscription_uid, min(due_at) AS since FROM invoices"  # noqa: S608
+            f" WHERE status = 'open' AND {_AMOUNT_DUE} > 0 GROUP BY subscription_uid"
+        )
+    )
+    return {r.subscription_uid: r.since for r in rows}
+
+
+async def past_due_amounts(conn: AsyncConnection, now: dt.datetime) -> dict[str, int]:
+    """What is overdue now, per currency."""
+    rows = await conn.execute(
+        text(
+            f"SELECT currency, sum({_AMOUNT_DUE}) AS due FROM invoices"  # noqa: S608
+            " WHERE status = 'open' AND due_at <= :now GROUP BY currency"
+        ),
+        {"now": now},
+    )
+    return {r.currency: int(r.due) for r in rows}

@@ -18,9 +18,11 @@ from tenantry.api.billing.schemas import (
     InvoiceList,
     InvoiceOut,
     PaymentIn,
+    RevenueOut,
     RunIn,
     RunOut,
     invoice_out,
+    revenue_out,
 )
 from tenantry.api.errors import (
     Conflict,
@@ -257,6 +259,34 @@ async def billing_run(request: Request, rt: RuntimeDep) -> RunOut:
         finalized=result.finalized,
         failed=result.failed,
     )
+
+
+@router.get(
+    "/v1/admin/revenue",
+    tags=["billing"],
+    summary="MRR, ARR, subscriptions per state, and a month's new, expansion, contraction, churn",
+    dependencies=admin,
+    responses=responses(Unauthorized, Unprocessable, Unavailable),
+)
+async def revenue(
+    rt: RuntimeDep,
+    month: Annotated[
+        str | None,
+        Query(description="The month of the movements, `YYYY-MM` (UTC); default: this month."),
+    ] = None,
+) -> RevenueOut:
+    now = rt.billing.clock()
+    if month is None:
+        year, number = now.year, now.month
+    else:
+        try:
+            parsed = dt.datetime.strptime(month, "%Y-%m").replace(tzinfo=dt.UTC)
+        except ValueError:
+            raise Unprocessable(
+                f"month={month!r} is not a month: use YYYY-MM, e.g. 2026-11.", code="invalid_month"
+            ) from None
+        year, number = parsed.year, parsed.month
+    return revenue_out(f"{year:04d}-{number:02d}", await rt.billing.revenue(year, number))
 
 
 # ---------------------------------------------------------------- instance

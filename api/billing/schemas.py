@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 
 from tenantry.core.invoices import Invoice, Line, Party, TaxAmount
 from tenantry.core.money import exponent, plain
+from tenantry.core.revenue import Revenue
 
 
 class Wire(BaseModel):
@@ -236,4 +237,41 @@ def invoice_out(invoice: Invoice) -> InvoiceOut:
             PaymentOut(amount=p.amount, method=p.method, reference=p.reference, paid_at=p.paid_at)
             for p in invoice.payments
         ],
+    )
+
+
+class CurrencyRevenueOut(Wire):
+    mrr: int = Field(description="Monthly recurring revenue now, minor units.")
+    arr: int = Field(description="12 × MRR.")
+    month_start_mrr: int
+    new: int
+    expansion: int
+    contraction: int
+    churned: int
+    past_due: int = Field(description="Open invoices past their due date, minor units.")
+
+
+class RevenueOut(Wire):
+    month: str
+    currencies: dict[str, CurrencyRevenueOut]
+    subscriptions: dict[str, int] = Field(description="Subscriptions per state now.")
+
+
+def revenue_out(month: str, figures: Revenue) -> RevenueOut:
+    return RevenueOut(
+        month=month,
+        currencies={
+            currency: CurrencyRevenueOut(
+                mrr=r.mrr,
+                arr=r.arr,
+                month_start_mrr=r.month_start_mrr,
+                new=r.new,
+                expansion=r.expansion,
+                contraction=r.contraction,
+                churned=r.churned,
+                past_due=r.past_due,
+            )
+            for currency, r in figures.currencies.items()
+        },
+        subscriptions=dict(figures.states),
     )

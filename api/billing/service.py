@@ -37,6 +37,7 @@ from tenantry.core.clock import Clock
 from tenantry.core.invoices import Invoice, InvoiceStatus
 from tenantry.core.lifecycle import Boundary, LateUsage, Terms
 from tenantry.core.periods import Period
+from tenantry.core.revenue import Revenue, revenue
 from tenantry.core.usage import period_values
 from tenantry.db import subscriptions as subscriptions_repository
 
@@ -397,6 +398,9 @@ class BillingService:
         assert refreshed is not None
         return refreshed, number
 
+    async def revenue(self, year: int, month: int) -> Revenue:
+        return await revenue_of(self.engine, year, month, self.clock())
+
     async def credit_notes(self, invoice_id: str) -> Sequence[dict[str, object]]:
         async with self.engine.connect() as conn:
             return await repo.credit_notes(conn, invoice_id)
@@ -409,3 +413,23 @@ def _no_invoice(invoice_id: str) -> NotFound:
         code="invoice_not_found",
         details={"id": invoice_id},
     )
+
+
+async def revenue_of(engine: AsyncEngine, year: int, month: int, now: dt.datetime) -> Revenue:
+    """MRR, ARR, states and the month's movements (see core/revenue.py for definitions)."""
+    async with engine.connect() as conn:
+        terms = await subscriptions_repository.load_many(
+            conn, await subscriptions_repository.all_uids(conn)
+        )
+        overdue = await subscriptions_repository.overdue_since_all(conn)
+        past_due = await subscriptions_repository.past_due_amounts(conn, now)
+    states = [
+        (
+            t,
+            lifecycle.state_at(
+                t, lifecycle.BillingFacts(overdue_since=overdue.get(t.uid)), now
+            ).value,
+        )
+        for t in terms
+    ]
+    return revenue(states, year=year, month=month, now=now, past_due=past_due)
