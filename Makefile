@@ -15,7 +15,7 @@ CONSTRAINTS := constraints.txt
 PACKAGE_DIRS := license core db operator api cli
 # The editable install is a link tree (mypy can read it): refresh it whenever
 # the set of source files, the project metadata or the pinned versions change.
-SOURCES_HASH := $(shell { cat pyproject.toml $(CONSTRAINTS) 2>/dev/null; find $(PACKAGE_DIRS) \( -name '*.py' -o -name py.typed -o -name '*.sql' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
+SOURCES_HASH := $(shell { cat pyproject.toml $(CONSTRAINTS) 2>/dev/null; find $(PACKAGE_DIRS) \( -name '*.py' -o -name py.typed -o -name '*.sql' -o -name '*.html' -o -name '*.css' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
 INSTALLED := $(VENV)/.installed-$(SOURCES_HASH)
 # What `pip install .` reads, copied into directory $(1): building a wheel in
 # the checkout would leave build/ and *.egg-info there, and a stale build/lib
@@ -27,7 +27,7 @@ copy_sources = mkdir -p $(1) && tar -cf - --exclude=__pycache__ pyproject.toml R
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-deps: ## Debian packages the test bed needs (PostgreSQL, Redis), when missing and root.
+deps: ## Debian packages the test bed needs (PostgreSQL, Redis, Pango, poppler), when missing and root.
 	@bash hack/install-deps.sh
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
@@ -83,7 +83,7 @@ lint: venv tools ## ruff, import layers, mypy, CRDs up to date, helm lint.
 test: deps venv tools ## The whole suite, against a real control plane, PostgreSQL, Redis.
 	$(VENV)/bin/pytest
 
-test-unit: venv ## Only the tests that need no server.
+test-unit: deps venv ## Only the tests that need no server.
 	$(VENV)/bin/pytest -m "not cluster"
 
 cluster-up: venv tools ## Start the local control plane in the background ($(KUBECONFIG_PATH)).

@@ -84,6 +84,14 @@ class ApiSettings(BaseSettings):
     catalog_ttl: float = Field(
         default=5.0, gt=0, description="Seconds Tenants and Plans read from Kubernetes are reused."
     )
+    subscription_cache_ttl: float = Field(
+        default=1.0,
+        gt=0,
+        le=2.0,
+        description="Seconds a tenant's subscription end, read from PostgreSQL, is reused; "
+        "never served older, so a canceled or deleted subscription stops its keys' new work "
+        "within this time (at most 2 s).",
+    )
     status_write_interval: float = Field(
         default=15.0, gt=0, description="Least seconds between two usage summaries of a Tenant."
     )

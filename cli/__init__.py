@@ -58,6 +58,12 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quote(args: argparse.Namespace) -> int:
+    from tenantry.cli.quote import run
+
+    return run(args.plan, args.usage, as_json=args.json)
+
+
 def _crds(args: argparse.Namespace) -> int:
     from tenantry.operator import crds
 
@@ -104,6 +110,29 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="Fail if the files differ from the models."
     )
     crds.set_defaults(func=_crds)
+
+    quote = commands.add_parser(
+        "quote",
+        help="Price one full paid period of a Plan for given usage.",
+        description="What one full paid period of a Plan costs for the usage given: the base "
+        "fee and each metered price, with no trial, proration, discount or tax.",
+    )
+    quote.add_argument(
+        "--plan",
+        required=True,
+        metavar="FILE|NAME",
+        help="A Plan manifest (YAML), or else the name of a Plan in the cluster (KUBECONFIG).",
+    )
+    quote.add_argument(
+        "--usage",
+        action="append",
+        default=[],
+        metavar="METRIC=QTY",
+        help="The period's quantity of a metric, e.g. messages=2500000; once per metric "
+        "(a priced metric not given counts 0).",
+    )
+    quote.add_argument("--json", action="store_true", help="Print the quote as one JSON object.")
+    quote.set_defaults(func=_quote)
 
     from tenantry.api import cli as api_cli
 

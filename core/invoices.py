@@ -4,8 +4,9 @@ An invoice is a list of lines, each rounded once to minor units with its
 unrounded amount kept beside it (Lago's fees); then, in this order:
 
 1. `subtotal` = the sum of the rounded lines (credits are negative lines);
-2. `discount` = the coupon's share of a positive subtotal, rounded once, and
-   never more than the subtotal, so no discount makes a total negative;
+2. `discount` = the coupon's share of the base and metered lines (not of
+   prorations, late usage or credits), rounded once, and never more than a
+   positive subtotal, so no discount makes a total negative;
 3. one tax amount per rate on `subtotal - discount`, rounded once per rate:
    an exclusive rate adds `p/100` of it, an inclusive rate is the part
    `p/(100+p)` already inside it; a reverse-charged invoice has rate 0;
@@ -113,6 +114,9 @@ class Totals:
     reverse_charge: bool
 
 
+_DISCOUNTED = frozenset({LineKind.BASE, LineKind.METERED})
+
+
 def discount_amount(subtotal: int, discount: Discount | None) -> tuple[Decimal, int]:
     """The coupon's share of the subtotal (unrounded, rounded): never more than a
     positive subtotal, nothing off a zero or negative one."""
@@ -147,7 +151,12 @@ def totals(
 ) -> Totals:
     """The invoice's totals from its lines (see the module docstring for the order)."""
     subtotal = sum(line.amount for line in lines)
-    discount_unrounded, discount_rounded = discount_amount(subtotal, discount)
+    discounted = sum(line.amount for line in lines if line.kind in _DISCOUNTED)
+    discount_unrounded, discount_rounded = discount_amount(discounted, discount)
+    # Credits on the same invoice (a proration, a cancellation) may leave less than that.
+    cap = max(subtotal, 0)
+    discount_unrounded = min(discount_unrounded, Decimal(cap))
+    discount_rounded = min(discount_rounded, cap)
     taxable = subtotal - discount_rounded
     taxes = tuple(tax_amount(taxable, rate, reverse_charge=reverse_charge) for rate in tax_rates)
     exclusive = sum(t.amount for t in taxes if not t.inclusive)
@@ -165,8 +174,9 @@ def totals(
 def prorated(amount: int, period: Period, since: dt.datetime) -> tuple[Decimal, int]:
     """The share of a full-period `amount` for `[since, period.end)`, by the second:
     `amount × remaining seconds / period seconds`, unrounded and rounded once."""
-    remaining = max(0, int((period.end - max(since, period.start)).total_seconds()))
-    length = int((period.end - period.start).total_seconds())
+    second = dt.timedelta(seconds=1)  # whole seconds, by integer division: no float
+    remaining = max(0, (period.end - max(since, period.start)) // second)
+    length = (period.end - period.start) // second
     unrounded = divide(multiply(amount, remaining), length) if length else Decimal(0)
     return unrounded, round_minor(unrounded)
 

@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from tenantry.core import pricing
 from tenantry.core.invoices import Discount, Line, LineKind, Party, TaxRate, prorated
-from tenantry.core.money import plain, to_decimal
+from tenantry.core.money import EXACT, plain, to_decimal
 from tenantry.core.periods import BillingCycle, Period
 from tenantry.core.resources import (
     CouponDuration,
@@ -184,7 +184,10 @@ class Boundary:
 
 def boundaries(terms: Terms, until: dt.datetime) -> list[Boundary]:
     """Every boundary at or before `until`, oldest first."""
-    cycle, end = terms.cycle, terms.ended_at
+    cycle = terms.cycle
+    # A reached `cancel_at` is the end even before a reconcile records `ended_at`, so a
+    # billing run that comes first bills no base fee past it.
+    end = min((t for t in (terms.ended_at, terms.cancel_at) if t is not None), default=None)
     trial = cycle.trial
     waived = terms.plan.trial_usage == TrialUsage.WAIVED
     found: list[Boundary] = []
@@ -251,13 +254,14 @@ def late_usage_line(plan: PlanSpec, late: LateUsage) -> Line | None:
     if price is None or late.quantity == late.billed_quantity:
         return None
     charge = pricing.price_metered(price, late.quantity)
-    delta = late.quantity - late.billed_quantity
+    # Under `EXACT`: the default context keeps 28 digits and would round these.
+    delta = EXACT.subtract(late.quantity, late.billed_quantity)
     return Line(
         kind=LineKind.LATE_USAGE,
         description=f"Late usage for {late.period.label()}: {_metric_label(plan, late.metric)}, "
         f"{plain(late.billed_quantity)} → {plain(late.quantity)}",
         period=late.period,
-        unrounded=charge.unrounded - late.billed_unrounded,
+        unrounded=EXACT.subtract(charge.unrounded, late.billed_unrounded),
         amount=charge.amount - late.billed_amount,
         metric=late.metric,
         quantity=delta,
@@ -301,7 +305,7 @@ def proration_lines(terms: Terms, change: PlanChange) -> list[Line]:
             kind=LineKind.PRORATION,
             description=f"Unused time on {change.from_plan.display_name} ({change.from_plan_name})",
             period=rest,
-            unrounded=-credit_unrounded,
+            unrounded=credit_unrounded.copy_negate(),  # exact; unary minus rounds to 28 digits
             amount=-credit,
             quantity=Decimal(1),
             unit_amount=Decimal(change.from_plan.price.amount),
@@ -331,7 +335,7 @@ def cancel_credit_line(terms: Terms, boundary: Boundary) -> Line | None:
         kind=LineKind.CANCEL_CREDIT,
         description=f"Unused time on {plan.display_name} ({plan_name}) after cancellation",
         period=Period(boundary.at, period.end),
-        unrounded=-unrounded,
+        unrounded=unrounded.copy_negate(),
         amount=-amount,
         quantity=Decimal(1),
         unit_amount=Decimal(plan.price.amount),
@@ -471,8 +475,10 @@ def next_terms(
     days = requested_trial_days if requested_trial_days is not None else base.plan.trial_days
     if prior is None or (prior.trial_end is not None and now < prior.trial_end):
         trial = trial_end(started, days)
-        if prior is not None and trial is not None and trial <= now:
-            trial = prior.trial_end  # shortening a running trial ends it no earlier than now
+        if prior is not None and (trial is None or trial <= now):
+            # Shortened to before now, or to no trial at all: the running trial ends as set
+            # (dropping it would bill the days already trialed as a paid period).
+            trial = prior.trial_end
     else:
         trial = prior.trial_end
     anchor = prior.anchor_day if prior else default_anchor_day(requested_anchor_day, started, trial)
@@ -529,8 +535,12 @@ def next_terms(
         buyer=base.buyer,
         plan_changes=changes,
     )
-    if cancel_at_period_end:
-        ends = prior.cancel_at if prior and prior.cancel_at else cancel_at(terms, now)
+    ends = prior.cancel_at if prior is not None else None
+    if ends is not None and now < ends and not cancel_at_period_end:
+        ends = None  # unset before it was reached; once reached, the end has happened
+    elif ends is None and cancel_at_period_end:
+        ends = cancel_at(terms, now)
+    if ends is not None:
         terms = replace(terms, cancel_at=ends)
         if now >= ends:
             terms = replace(terms, ended_at=ends, end_reason="cancel_at_period_end")
@@ -538,7 +548,10 @@ def next_terms(
 
 
 def ended_now(terms: Terms, now: dt.datetime, reason: str) -> Terms:
-    """The terms of a subscription canceled at `now` (deleted): kept if it ended already."""
+    """The terms of a subscription canceled at `now` (deleted): kept if it ended already,
+    also at a `cancel_at` that passed before a reconcile could record it."""
     if terms.ended_at is not None:
         return terms
+    if terms.cancel_at is not None and terms.cancel_at <= now:
+        return replace(terms, ended_at=terms.cancel_at, end_reason="cancel_at_period_end")
     return replace(terms, ended_at=now, end_reason=reason)

@@ -37,7 +37,7 @@ def exponent(currency: str) -> int:
 
 def round_minor(amount: Decimal) -> int:
     """Round an exact amount of minor units to an integer, half up (away from zero)."""
-    return int(amount.quantize(Decimal(1), rounding=decimal.ROUND_HALF_UP))
+    return int(amount.quantize(Decimal(1), rounding=decimal.ROUND_HALF_UP, context=_DIVIDE))
 
 
 def divide(numerator: Decimal | int, denominator: Decimal | int) -> Decimal:
@@ -63,7 +63,7 @@ def format_amount(amount: int, currency: str) -> str:
     """Minor units as a decimal string in major units: `format_amount(1234, "USD") == "12.34"`."""
     digits = exponent(currency)
     if digits == 0:
-        return f"{amount}"
+        return f"{amount:,}"
     sign = "-" if amount < 0 else ""
     whole, fraction = divmod(abs(amount), 10**digits)
     return f"{sign}{whole:,}.{fraction:0{digits}d}"

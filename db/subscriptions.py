@@ -8,6 +8,7 @@ read the terms (`load_terms`, `terms_of_tenant`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,16 @@ _COLUMNS = (
     "anchor_day, cancel_at, ended_at, end_reason, coupon_name, coupon, coupon_redeemed_at, "
     "tax_rates, buyer"
 )
+
+
+_SELECT = _COLUMNS.replace(", plan, ", ", plan::text AS plan, ")
+
+
+@functools.lru_cache(maxsize=512)
+def plan_spec(wire: str) -> PlanSpec:
+    """A stored plan, parsed once per distinct text: thousands of subscriptions share a few
+    plans, and billing runs read them all."""
+    return PlanSpec.model_validate_json(wire)
 
 
 def party_to_json(party: Party) -> dict[str, Any]:
@@ -61,7 +72,7 @@ def _terms(row: Any, changes: Sequence[PlanChange]) -> Terms:
         tenant_uid=row.tenant_uid,
         tenant_name=row.tenant_name,
         plan_name=row.plan_name,
-        plan=PlanSpec.model_validate(row.plan),
+        plan=plan_spec(row.plan),
         started_at=row.started_at,
         anchor_day=row.anchor_day,
         trial_end=row.trial_end,
@@ -104,7 +115,7 @@ async def _changes(conn: AsyncConnection, uids: Sequence[str]) -> dict[str, list
 
 
 async def load_terms(conn: AsyncConnection, uid: str) -> Terms | None:
-    query = text(f"SELECT {_COLUMNS} FROM subscriptions WHERE uid = :uid")  # noqa: S608
+    query = text(f"SELECT {_SELECT} FROM subscriptions WHERE uid = :uid")  # noqa: S608
     row = (await conn.execute(query, {"uid": uid})).first()
     if row is None:
         return None
@@ -114,7 +125,7 @@ async def load_terms(conn: AsyncConnection, uid: str) -> Terms | None:
 async def load_many(conn: AsyncConnection, uids: Sequence[str]) -> list[Terms]:
     rows = (
         await conn.execute(
-            text(f"SELECT {_COLUMNS} FROM subscriptions WHERE uid = ANY(:uids) ORDER BY uid"),  # noqa: S608
+            text(f"SELECT {_SELECT} FROM subscriptions WHERE uid = ANY(:uids) ORDER BY uid"),  # noqa: S608
             {"uids": list(uids)},
         )
     ).all()

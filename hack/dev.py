@@ -24,6 +24,8 @@ from testbed import REPO, ControlPlane, Postgres, Redis, Service, TestbedError, 
 
 STATE = REPO / ".tenantry" / "dev"
 KUBECONFIG = REPO / ".tenantry" / "kubeconfig"
+DEV_ENV = REPO / ".tenantry" / "dev.env"
+"""What a person or a script needs to call the running API: `source .tenantry/dev.env`."""
 API_PORT = int(os.environ.get("TENANTRY_DEV_API_PORT", "8000"))
 TENANTRY = str(REPO / ".venv" / "bin" / "tenantry")
 
@@ -69,6 +71,7 @@ def main() -> int:
         for thing in reversed(started):
             thing.stop()
         KUBECONFIG.unlink(missing_ok=True)
+        DEV_ENV.unlink(missing_ok=True)
         say("Stopped everything make dev started.")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -102,6 +105,8 @@ def main() -> int:
             "TENANTRY_INTROSPECTION_TOKEN": secrets.token_urlsafe(24),
             "TENANTRY_OPERATOR_HELM": str(tools["helm"]),
             "TENANTRY_OPERATOR_DATABASE_URL": postgres.url,
+            "TENANTRY_BILLING_SELLER_NAME": "Example SaaS Ltd",
+            "TENANTRY_BILLING_SELLER_COUNTRY": "DE",
         }
         say(f"Starting the API service on http://127.0.0.1:{API_PORT}…")
         api = spawn(
@@ -112,6 +117,13 @@ def main() -> int:
         )
         started.append(api)
         wait_http(f"http://127.0.0.1:{API_PORT}/readyz", "the API service", api)
+        DEV_ENV.write_text(
+            "# Written by `make dev` for this session; removed when it stops.\n"
+            f"export TENANTRY_API_URL=http://127.0.0.1:{API_PORT}\n"
+            f"export TENANTRY_ADMIN_TOKEN={admin_token}\n"
+            f"export KUBECONFIG={KUBECONFIG}\n"
+        )
+        DEV_ENV.chmod(0o600)
         say("Starting the operator…")
         operator = spawn(
             "operator",
@@ -140,7 +152,10 @@ Tenantry is running.
   curl -s http://127.0.0.1:{API_PORT}/v1/license/jwks.json
 
 An instance's API key: {kube} get secret -n tenant-acme acme-instance -o jsonpath='{{.data}}'
-Admin token (this session only): {admin_token}
+Admin token (this session only): {admin_token}, also in {DEV_ENV.relative_to(REPO)}:
+  source {DEV_ENV.relative_to(REPO)}
+  curl -s -H "Authorization: Bearer $TENANTRY_ADMIN_TOKEN" \\
+    $TENANTRY_API_URL/v1/admin/tenants/customers/acme/invoices
 Logs: {STATE.relative_to(REPO)}/{{operator,api,kube-apiserver,postgres,redis}}.log
 
 Press Ctrl-C to stop everything."""

@@ -24,18 +24,12 @@ from tenantry.core.invoices import (
 )
 from tenantry.core.money import plain
 from tenantry.core.periods import Period
+from tenantry.core.resources import Aggregation
+from tenantry.core.usage import HourlyTotals
 from tenantry.db.subscriptions import party_from_json, party_to_json
 
 # A constant of our own ("tnty" + 2), so no other advisory lock collides.
 RUN_LOCK = 0x746E7479_00000002
-
-
-async def lock_subscription(conn: AsyncConnection, uid: str) -> None:
-    """One billing pass per subscription at a time, across replicas (until commit)."""
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended('billing:' || :uid, 0))"),
-        {"uid": uid},
-    )
 
 
 async def try_run_lock(conn: AsyncConnection) -> bool:
@@ -47,39 +41,12 @@ async def release_run_lock(conn: AsyncConnection) -> None:
     await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RUN_LOCK})
 
 
-async def next_number(conn: AsyncConnection, prefix: str) -> str:
-    """The next number of `prefix`. The sequence row stays locked until the transaction
-    ends, so concurrent finalizations take turns and a rollback gives the number back."""
-    last = await conn.scalar(
-        text(
-            "INSERT INTO number_sequences (prefix, last) VALUES (:p, 1)"
-            " ON CONFLICT (prefix) DO UPDATE SET last = number_sequences.last + 1"
-            " RETURNING last"
-        ),
-        {"p": prefix},
-    )
-    return f"{prefix}-{int(last):06d}"
-
-
 @dataclass(frozen=True)
 class InvoiceRow:
     id: str
     boundary: dt.datetime
     status: InvoiceStatus
     discount: int
-
-
-async def invoices_of(
-    conn: AsyncConnection, subscription_uid: str
-) -> dict[dt.datetime, InvoiceRow]:
-    rows = await conn.execute(
-        text("SELECT id, boundary, status, discount FROM invoices WHERE subscription_uid = :uid"),
-        {"uid": subscription_uid},
-    )
-    return {
-        r.boundary: InvoiceRow(str(r.id), r.boundary, InvoiceStatus(r.status), r.discount)
-        for r in rows
-    }
 
 
 @dataclass(frozen=True)
@@ -91,65 +58,15 @@ class Billed:
     amount: int
 
 
-async def billed_usage(
-    conn: AsyncConnection, subscription_uid: str, since: dt.datetime
-) -> list[Billed]:
-    """What was billed for the periods that end after `since`."""
-    rows = await conn.execute(
-        text(
-            "SELECT period_start, period_end, metric, quantity, unrounded, amount"
-            " FROM billed_usage WHERE subscription_uid = :uid AND period_end > :since"
-            " ORDER BY period_start, metric"
-        ),
-        {"uid": subscription_uid, "since": since},
-    )
-    return [
-        Billed(Period(r.period_start, r.period_end), r.metric, r.quantity, r.unrounded, r.amount)
-        for r in rows
-    ]
-
-
-async def record_billed(
-    conn: AsyncConnection, subscription_uid: str, invoice_id: str, lines: Sequence[Line]
-) -> None:
-    """Metered and late lines as what has now been billed for their period and metric."""
-    for line in lines:
-        if line.kind not in (LineKind.METERED, LineKind.LATE_USAGE) or line.metric is None:
-            continue
-        await conn.execute(
-            text(
-                "INSERT INTO billed_usage (subscription_uid, period_start, period_end, metric,"
-                " quantity, unrounded, amount, invoice_id)"
-                " VALUES (:uid, :start, :end, :metric, :q, :u, :a, :inv)"
-                " ON CONFLICT (subscription_uid, period_start, metric) DO UPDATE SET"
-                " quantity = billed_usage.quantity + EXCLUDED.quantity,"
-                " unrounded = billed_usage.unrounded + EXCLUDED.unrounded,"
-                " amount = billed_usage.amount + EXCLUDED.amount, invoice_id = EXCLUDED.invoice_id"
-            ),
-            {
-                "uid": subscription_uid,
-                "start": line.period.start,
-                "end": line.period.end,
-                "metric": line.metric,
-                "q": line.quantity or Decimal(0),
-                "u": line.unrounded,
-                "a": line.amount,
-                "inv": invoice_id,
-            },
-        )
-
-
-async def discounted_before(
-    conn: AsyncConnection, subscription_uid: str, boundary: dt.datetime
-) -> int:
-    count = await conn.scalar(
-        text(
-            "SELECT count(*) FROM invoices WHERE subscription_uid = :uid AND boundary < :b"
-            " AND discount > 0 AND status <> 'void'"
-        ),
-        {"uid": subscription_uid, "b": boundary},
-    )
-    return int(count or 0)
+_RECORD_BILLED = text(
+    "INSERT INTO billed_usage (subscription_uid, period_start, period_end, metric,"
+    " quantity, unrounded, amount, invoice_id)"
+    " VALUES (:uid, :start, :end, :metric, :q, :u, :a, CAST(:inv AS uuid))"
+    " ON CONFLICT (subscription_uid, period_start, metric) DO UPDATE SET"
+    " quantity = billed_usage.quantity + EXCLUDED.quantity,"
+    " unrounded = billed_usage.unrounded + EXCLUDED.unrounded,"
+    " amount = billed_usage.amount + EXCLUDED.amount, invoice_id = EXCLUDED.invoice_id"
+)
 
 
 def _tiers_json(tiers: Sequence[TierPart]) -> str:
@@ -200,9 +117,25 @@ class InvoiceWrite:
     buyer: dict[str, Any]
     created_at: dt.datetime
     finalize_after: dt.datetime
+    # Set when the write finalizes the invoice (in the transaction that took its number).
+    number: str | None = None
+    issued_at: dt.datetime | None = None
+    due_at: dt.datetime | None = None
+
+    @property
+    def status(self) -> InvoiceStatus:
+        if self.number is None:
+            return InvoiceStatus.DRAFT
+        # Nothing to collect on a zero or negative total: settled when issued.
+        return InvoiceStatus.PAID if self.totals.total <= 0 else InvoiceStatus.OPEN
 
 
 _INVOICE_VALUES = {
+    "status": ":status",
+    "number": ":number",
+    "issued_at": ":issued_at",
+    "due_at": ":due_at",
+    "paid_at": "CAST(:paid_at AS timestamptz)",
     "final": ":final",
     "currency": ":currency",
     "period_start": ":period_start",
@@ -224,6 +157,11 @@ _INVOICE_VALUES = {
 def _invoice_params(write: InvoiceWrite) -> dict[str, Any]:
     totals = write.totals
     return {
+        "status": write.status.value,
+        "number": write.number,
+        "issued_at": write.issued_at,
+        "due_at": write.due_at,
+        "paid_at": write.issued_at if write.status == InvoiceStatus.PAID else None,
         "final": write.final,
         "currency": write.currency,
         "period_start": write.period.start,
@@ -242,96 +180,30 @@ def _invoice_params(write: InvoiceWrite) -> dict[str, Any]:
     }
 
 
-async def insert_draft(conn: AsyncConnection, write: InvoiceWrite) -> str | None:
-    """A new draft, or None when this subscription and boundary have one already."""
-    columns = ", ".join(_INVOICE_VALUES)
-    values = ", ".join(_INVOICE_VALUES.values())
-    invoice_id = await conn.scalar(
-        text(
-            f"INSERT INTO invoices (subscription_uid, tenant_uid, boundary, status, {columns},"  # noqa: S608
-            f" created_at, finalize_after) VALUES (:uid, :tenant, :boundary, 'draft', {values},"
-            " :created_at, :finalize_after)"
-            " ON CONFLICT (subscription_uid, boundary) DO NOTHING RETURNING id"
-        ),
-        {
-            **_invoice_params(write),
-            "uid": write.subscription_uid,
-            "tenant": write.tenant_uid,
-            "boundary": write.boundary,
-            "created_at": write.created_at,
-            "finalize_after": write.finalize_after,
-        },
-    )
-    if invoice_id is None:
-        return None
-    await _write_lines(conn, str(invoice_id), write.lines)
-    return str(invoice_id)
+_INSERT_LINE = text(
+    "INSERT INTO invoice_lines (invoice_id, position, kind, description, period_start,"
+    " period_end, metric, quantity, billable, unit_amount, unrounded, amount, tiers)"
+    " VALUES (CAST(:id AS uuid), :position, :kind, :description, :start, :end, :metric,"
+    " :quantity, :billable, :unit_amount, :unrounded, :amount, CAST(:tiers AS jsonb))"
+)
 
 
-async def update_draft(conn: AsyncConnection, invoice_id: str, write: InvoiceWrite) -> None:
-    sets = ", ".join(f"{column} = {value}" for column, value in _INVOICE_VALUES.items())
-    await conn.execute(
-        text(f"UPDATE invoices SET {sets} WHERE id = :id AND status = 'draft'"),  # noqa: S608
-        {**_invoice_params(write), "id": invoice_id},
-    )
-    await conn.execute(text("DELETE FROM invoice_lines WHERE invoice_id = :id"), {"id": invoice_id})
-    await _write_lines(conn, invoice_id, write.lines)
-
-
-async def _write_lines(conn: AsyncConnection, invoice_id: str, lines: Sequence[Line]) -> None:
-    if not lines:
-        return
-    await conn.execute(
-        text(
-            "INSERT INTO invoice_lines (invoice_id, position, kind, description, period_start,"
-            " period_end, metric, quantity, billable, unit_amount, unrounded, amount, tiers)"
-            " VALUES (:id, :position, :kind, :description, :start, :end, :metric, :quantity,"
-            " :billable, :unit_amount, :unrounded, :amount, CAST(:tiers AS jsonb))"
-        ),
-        [
-            {
-                "id": invoice_id,
-                "position": position,
-                "kind": line.kind.value,
-                "description": line.description,
-                "start": line.period.start,
-                "end": line.period.end,
-                "metric": line.metric,
-                "quantity": line.quantity,
-                "billable": line.billable,
-                "unit_amount": line.unit_amount,
-                "unrounded": line.unrounded,
-                "amount": line.amount,
-                "tiers": _tiers_json(line.tiers),
-            }
-            for position, line in enumerate(lines, start=1)
-        ],
-    )
-
-
-async def finalize(
-    conn: AsyncConnection,
-    invoice_id: str,
-    number: str,
-    now: dt.datetime,
-    due_at: dt.datetime,
-    paid: bool,
-) -> None:
-    await conn.execute(
-        text(
-            "UPDATE invoices SET status = :status, number = :number, issued_at = :now,"
-            " due_at = :due, paid_at = CASE WHEN :paid THEN :now END"
-            " WHERE id = :id AND status = 'draft'"
-        ),
-        {
-            "id": invoice_id,
-            "status": "paid" if paid else "open",
-            "number": number,
-            "now": now,
-            "due": due_at,
-            "paid": paid,
-        },
-    )
+def _line_params(invoice_id: str, position: int, line: Line) -> dict[str, Any]:
+    return {
+        "id": invoice_id,
+        "position": position,
+        "kind": line.kind.value,
+        "description": line.description,
+        "start": line.period.start,
+        "end": line.period.end,
+        "metric": line.metric,
+        "quantity": line.quantity,
+        "billable": line.billable,
+        "unit_amount": line.unit_amount,
+        "unrounded": line.unrounded,
+        "amount": line.amount,
+        "tiers": _tiers_json(line.tiers),
+    }
 
 
 # ------------------------------------------------------------------ reading
@@ -587,3 +459,185 @@ async def finish_run(
 
 def buyer_json(buyer: Any) -> dict[str, Any]:
     return party_to_json(buyer)
+
+
+# ------------------------------------------------------------ batched runs
+
+
+async def lock_subscriptions(conn: AsyncConnection, uids: Sequence[str]) -> None:
+    """`lock_subscription` for many, in one order, so concurrent runs cannot deadlock."""
+    await conn.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended('billing:' || u, 0)))"
+            " FROM (SELECT unnest(CAST(:uids AS text[])) AS u ORDER BY 1) AS ordered"
+        ),
+        {"uids": sorted(uids)},
+    )
+
+
+async def invoice_index(
+    conn: AsyncConnection, uids: Sequence[str]
+) -> dict[str, dict[dt.datetime, InvoiceRow]]:
+    """Each subscription's invoices by boundary."""
+    rows = await conn.execute(
+        text(
+            "SELECT subscription_uid, id, boundary, status, discount FROM invoices"
+            " WHERE subscription_uid = ANY(:uids)"
+        ),
+        {"uids": list(uids)},
+    )
+    index: dict[str, dict[dt.datetime, InvoiceRow]] = {}
+    for r in rows:
+        index.setdefault(r.subscription_uid, {})[r.boundary] = InvoiceRow(
+            str(r.id), r.boundary, InvoiceStatus(r.status), r.discount
+        )
+    return index
+
+
+async def billed_usage_many(
+    conn: AsyncConnection, uids: Sequence[str], since: dt.datetime
+) -> dict[str, list[Billed]]:
+    rows = await conn.execute(
+        text(
+            "SELECT subscription_uid, period_start, period_end, metric, quantity, unrounded, amount"
+            " FROM billed_usage WHERE subscription_uid = ANY(:uids) AND period_end > :since"
+            " ORDER BY subscription_uid, period_start, metric"
+        ),
+        {"uids": list(uids), "since": since},
+    )
+    found: dict[str, list[Billed]] = {}
+    for r in rows:
+        found.setdefault(r.subscription_uid, []).append(
+            Billed(
+                Period(r.period_start, r.period_end), r.metric, r.quantity, r.unrounded, r.amount
+            )
+        )
+    return found
+
+
+async def period_figures(
+    conn: AsyncConnection, wanted: Sequence[tuple[str, Period]]
+) -> dict[tuple[str, Period], list[HourlyTotals]]:
+    """Each (tenant uid, period)'s hourly rows folded per metric, in one query."""
+    if not wanted:
+        return {}
+    # LATERAL: one index range scan per (tenant, period), never a scan of the whole table.
+    rows = await conn.execute(
+        text(
+            "SELECT q.tenant_uid, q.period_start, q.period_end, a.*"
+            " FROM unnest(CAST(:tenants AS text[]), CAST(:starts AS timestamptz[]),"
+            "             CAST(:ends AS timestamptz[])) AS q(tenant_uid, period_start, period_end),"
+            " LATERAL (SELECT h.metric, h.aggregation, sum(h.value)::bigint AS total,"
+            "   max(h.value) AS maximum,"
+            # Only `latest` metrics need the newest value: sorting every group costs much.
+            "   (array_agg(h.value ORDER BY h.latest_at DESC)"
+            "    FILTER (WHERE h.aggregation = 'latest'))[1] AS latest,"
+            "   max(h.latest_at) AS latest_at"
+            "   FROM usage_hourly h WHERE h.tenant_uid = q.tenant_uid"
+            "   AND h.hour >= q.period_start AND h.hour < q.period_end"
+            "   GROUP BY h.metric, h.aggregation) AS a"
+        ),
+        {
+            "tenants": [tenant for tenant, _ in wanted],
+            "starts": [period.start for _, period in wanted],
+            "ends": [period.end for _, period in wanted],
+        },
+    )
+    found: dict[tuple[str, Period], list[HourlyTotals]] = {}
+    for r in rows:
+        found.setdefault((r.tenant_uid, Period(r.period_start, r.period_end)), []).append(
+            HourlyTotals(
+                metric=r.metric,
+                aggregation=Aggregation(r.aggregation),
+                total=r.total,
+                maximum=r.maximum,
+                latest=r.latest or 0,
+                latest_at=r.latest_at,
+            )
+        )
+    return found
+
+
+async def insert_drafts(conn: AsyncConnection, writes: Sequence[tuple[str, InvoiceWrite]]) -> None:
+    """New drafts with ids of the caller's (it holds the subscriptions' locks: no conflict)."""
+    if not writes:
+        return
+    columns = ", ".join(_INVOICE_VALUES)
+    values = ", ".join(_INVOICE_VALUES.values())
+    await conn.execute(
+        text(
+            f"INSERT INTO invoices (id, subscription_uid, tenant_uid, boundary, {columns},"  # noqa: S608
+            f" created_at, finalize_after) VALUES (CAST(:id AS uuid), :uid, :tenant, :boundary,"
+            f" {values}, :created_at, :finalize_after)"
+        ),
+        [
+            {
+                **_invoice_params(write),
+                "id": invoice_id,
+                "uid": write.subscription_uid,
+                "tenant": write.tenant_uid,
+                "boundary": write.boundary,
+                "created_at": write.created_at,
+                "finalize_after": write.finalize_after,
+            }
+            for invoice_id, write in writes
+        ],
+    )
+
+
+async def update_drafts(conn: AsyncConnection, writes: Sequence[tuple[str, InvoiceWrite]]) -> None:
+    if not writes:
+        return
+    sets = ", ".join(f"{column} = {value}" for column, value in _INVOICE_VALUES.items())
+    await conn.execute(
+        text(f"UPDATE invoices SET {sets} WHERE id = CAST(:id AS uuid) AND status = 'draft'"),  # noqa: S608
+        [{**_invoice_params(write), "id": invoice_id} for invoice_id, write in writes],
+    )
+    await conn.execute(
+        text("DELETE FROM invoice_lines WHERE invoice_id = ANY(CAST(:ids AS uuid[]))"),
+        {"ids": [invoice_id for invoice_id, _ in writes]},
+    )
+
+
+async def write_lines(conn: AsyncConnection, writes: Sequence[tuple[str, InvoiceWrite]]) -> None:
+    params = [
+        _line_params(invoice_id, position, line)
+        for invoice_id, write in writes
+        for position, line in enumerate(write.lines, start=1)
+    ]
+    if params:
+        await conn.execute(_INSERT_LINE, params)
+
+
+async def take_numbers(conn: AsyncConnection, prefix: str, count: int) -> list[str]:
+    """`count` consecutive numbers of `prefix` (the row stays locked until commit)."""
+    if count == 0:
+        return []
+    last = int(
+        await conn.scalar(
+            text(
+                "INSERT INTO number_sequences (prefix, last) VALUES (:p, :k)"
+                " ON CONFLICT (prefix) DO UPDATE SET last = number_sequences.last + :k"
+                " RETURNING last"
+            ),
+            {"p": prefix, "k": count},
+        )
+    )
+    return [f"{prefix}-{n:06d}" for n in range(last - count + 1, last + 1)]
+
+
+async def record_billed_many(
+    conn: AsyncConnection, billed: Sequence[tuple[str, str, Line]]
+) -> None:
+    """(subscription uid, invoice id, line): metered and late lines now billed."""
+    params = [
+        {
+            "uid": uid, "start": line.period.start, "end": line.period.end,
+            "metric": line.metric, "q": line.quantity or Decimal(0), "u": line.unrounded,
+            "a": line.amount, "inv": invoice_id,
+        }
+        for uid, invoice_id, line in billed
+        if line.kind in (LineKind.METERED, LineKind.LATE_USAGE) and line.metric is not None
+    ]  # fmt: skip
+    if params:
+        await conn.execute(_RECORD_BILLED, params)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,7 +32,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenantry.api.billing import repository as repo
 from tenantry.api.billing.settings import BillingSettings
 from tenantry.api.errors import Conflict, NotFound, Unprocessable
-from tenantry.api.usage import repository as usage_repository
 from tenantry.core import invoices, lifecycle
 from tenantry.core.clock import Clock
 from tenantry.core.invoices import Invoice, InvoiceStatus
@@ -59,6 +59,51 @@ class Outcome:
     finalized: int = 0
 
 
+CHUNK = 250
+"""Subscriptions billed in one transaction: few round trips, short locks."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the database says that invoices are priced from."""
+
+    figures: dict[tuple[str, Period], dict[str, int]]  # (tenant uid, period): metric figures
+    billed: dict[str, list[repo.Billed]]  # subscription uid: what finalized invoices billed
+
+    def late_usage(self, terms: Terms, boundary: Boundary) -> list[LateUsage]:
+        """Metrics of periods already billed whose figures have moved since."""
+        before = boundary.usage_period.start if boundary.usage_period else boundary.at
+        # Events older than the plan accepts cannot arrive: older periods cannot change.
+        oldest = boundary.at - dt.timedelta(days=terms.plan.usage_max_age_days + 1)
+        late = []
+        for item in self.billed.get(terms.uid, ()):
+            if not oldest < item.period.end <= before:
+                continue
+            figure = self.figures.get((terms.tenant_uid, item.period), {}).get(item.metric, 0)
+            if Decimal(figure) != item.quantity:
+                late.append(
+                    LateUsage(
+                        item.period, item.metric, item.quantity, item.unrounded, item.amount,
+                        Decimal(figure),
+                    )
+                )  # fmt: skip
+        return late
+
+
+def _open(row: repo.InvoiceRow | None) -> bool:
+    """Whether a boundary's invoice is still to be written: missing, or a draft."""
+    return row is None or row.status == InvoiceStatus.DRAFT
+
+
+def _discounted(invoices_by_boundary: dict[dt.datetime, repo.InvoiceRow]) -> list[dt.datetime]:
+    """Boundaries whose invoice a coupon discounted (void ones do not count)."""
+    return [
+        row.boundary
+        for row in invoices_by_boundary.values()
+        if row.discount > 0 and row.status != InvoiceStatus.VOID
+    ]
+
+
 class BillingService:
     def __init__(self, engine: AsyncEngine, settings: BillingSettings, clock: Clock) -> None:
         self.engine = engine
@@ -76,16 +121,23 @@ class BillingService:
             uids = await subscriptions_repository.all_uids(conn, tenant_uid)
         drafted = finalized = failed = 0
         error: str | None = None
-        for uid in uids:
+        for start in range(0, len(uids), CHUNK):
+            chunk = uids[start : start + CHUNK]
             try:
-                outcome = await self.bill(uid, now)
-            except Exception as problem:  # one subscription's trouble stops no other
-                failed += 1
-                error = f"{uid}: {problem}"
-                log.exception("Billing subscription %s failed", uid)
-                continue
-            drafted += outcome.drafted
-            finalized += outcome.finalized
+                outcomes = [await self.bill(chunk, now)]
+            except Exception:
+                # One subscription's trouble stops no other: bill them one by one.
+                log.warning("Billing %d subscriptions together failed; one by one now", len(chunk))
+                outcomes = []
+                for uid in chunk:
+                    try:
+                        outcomes.append(await self.bill([uid], now))
+                    except Exception as problem:
+                        failed += 1
+                        error = f"subscription {uid}: {problem}"
+                        log.exception("Billing subscription %s failed", uid)
+            drafted += sum(o.drafted for o in outcomes)
+            finalized += sum(o.finalized for o in outcomes)
         async with self.engine.begin() as conn:
             await repo.finish_run(
                 conn, run_id, state="failed" if failed else "succeeded",
@@ -111,54 +163,108 @@ class BillingService:
                 await repo.release_run_lock(conn)
                 await conn.commit()
 
-    async def bill(self, subscription_uid: str, now: dt.datetime) -> Outcome:
-        """Draft, refresh and finalize the invoices one subscription's boundaries call for."""
-        drafted = finalized = 0
+    async def bill(self, uids: Sequence[str], now: dt.datetime) -> Outcome:
+        """Draft, refresh and finalize the invoices these subscriptions' boundaries call for,
+        in one transaction that holds their locks."""
         async with self.engine.begin() as conn:
-            await repo.lock_subscription(conn, subscription_uid)
-            terms = await subscriptions_repository.load_terms(conn, subscription_uid)
-            if terms is None:
-                return Outcome()
-            existing = await repo.invoices_of(conn, subscription_uid)
-            for boundary in lifecycle.boundaries(terms, now):
-                row = existing.get(boundary.at)
-                if row is not None and row.status != InvoiceStatus.DRAFT:
-                    continue
-                write = await self._compose(conn, terms, boundary, now)
+            # Read under the locks: another run may have billed them a moment ago.
+            await repo.lock_subscriptions(conn, uids)
+            subscriptions = await subscriptions_repository.load_many(conn, uids)
+            index = await repo.invoice_index(conn, uids)
+            work = [
+                (terms, boundary, index.get(terms.uid, {}).get(boundary.at))
+                for terms in subscriptions
+                for boundary in lifecycle.boundaries(terms, now)
+                if _open(index.get(terms.uid, {}).get(boundary.at))
+            ]
+            facts = await self._facts(conn, subscriptions, [(t, b) for t, b, _ in work])
+            inserts: list[tuple[str, repo.InvoiceWrite]] = []
+            updates: list[tuple[str, repo.InvoiceWrite]] = []
+            finals: list[tuple[Terms, str, repo.InvoiceWrite]] = []
+            discounted = {t.uid: _discounted(index.get(t.uid, {})) for t in subscriptions}
+            for terms, boundary, row in work:
+                write = self._compose(terms, boundary, facts, discounted[terms.uid], now)
                 if write is None:
                     continue
-                if row is None:
-                    invoice_id = await repo.insert_draft(conn, write)
-                    if invoice_id is None:
-                        continue
-                    drafted += 1
-                else:
-                    invoice_id = row.id
-                    await repo.update_draft(conn, invoice_id, write)
+                if write.totals.discount:
+                    discounted[terms.uid].append(boundary.at)
+                invoice_id = row.id if row else str(uuid.uuid4())
+                (updates if row else inserts).append((invoice_id, write))
                 if now >= write.finalize_after:
-                    await self._finalize(conn, terms, invoice_id, write, now)
-                    finalized += 1
-        return Outcome(drafted, finalized)
+                    finals.append((terms, invoice_id, write))
+            # Numbers in boundary order per subscription, taken in this transaction: a
+            # rollback gives them back, so they stay gap-free.
+            numbers = iter(await repo.take_numbers(conn, self.settings.invoice_prefix, len(finals)))
+            due_at = now + dt.timedelta(days=self.settings.due_days)
+            issued = {
+                invoice_id: dataclasses.replace(
+                    write, number=next(numbers), issued_at=now, due_at=due_at
+                )
+                for _, invoice_id, write in finals
+            }
+            inserts = [(i, issued.get(i, w)) for i, w in inserts]
+            updates = [(i, issued.get(i, w)) for i, w in updates]
+            await repo.insert_drafts(conn, inserts)
+            await repo.update_drafts(conn, updates)
+            await repo.write_lines(conn, [*inserts, *updates])
+            await repo.record_billed_many(
+                conn, [(t.uid, i, line) for t, i, w in finals for line in w.lines]
+            )
+        for terms, invoice_id, write in finals:
+            log.info(
+                "Finalized invoice %s for subscription %s/%s: total %d %s",
+                issued[invoice_id].number, terms.namespace, terms.name, write.totals.total,
+                terms.currency,
+            )  # fmt: skip
+        return Outcome(len(inserts), len(finals))
 
-    async def _compose(
-        self, conn: AsyncConnection, terms: Terms, boundary: Boundary, now: dt.datetime
+    async def _facts(
+        self,
+        conn: AsyncConnection,
+        subscriptions: Sequence[Terms],
+        work: Sequence[tuple[Terms, Boundary]],
+    ) -> Facts:
+        """Usage figures and billed amounts the work needs, read in two queries."""
+        oldest = min(
+            (b.at - dt.timedelta(days=t.plan.usage_max_age_days + 1) for t, b in work),
+            default=None,
+        )
+        billed = (
+            await repo.billed_usage_many(conn, [t.uid for t in subscriptions], oldest)
+            if oldest is not None
+            else {}
+        )
+        wanted: set[tuple[str, Period]] = set()
+        for terms, boundary in work:
+            if boundary.usage_period is not None and boundary.usage_charged:
+                wanted.add((terms.tenant_uid, boundary.usage_period))
+            for item in billed.get(terms.uid, ()):
+                wanted.add((terms.tenant_uid, item.period))
+        figures = await repo.period_figures(conn, sorted(wanted, key=lambda w: (w[0], w[1].start)))
+        return Facts(
+            figures={key: period_values(rows) for key, rows in figures.items()},
+            billed=billed,
+        )
+
+    def _compose(
+        self,
+        terms: Terms,
+        boundary: Boundary,
+        facts: Facts,
+        discounted: Sequence[dt.datetime],
+        now: dt.datetime,
     ) -> repo.InvoiceWrite | None:
         usage: dict[str, int] = {}
         if boundary.usage_period is not None and boundary.usage_charged:
-            usage = await self._figures(conn, terms, boundary.usage_period)
-        late = await self._late_usage(conn, terms, boundary)
+            usage = facts.figures.get((terms.tenant_uid, boundary.usage_period), {})
         draft = lifecycle.draft_invoice(
-            terms, boundary, usage, late,
+            terms, boundary, usage, facts.late_usage(terms, boundary),
             credit_unused_on_cancel=self.settings.credit_unused_on_cancel,
         )  # fmt: skip
         if draft.empty:
             return None
-        discount = lifecycle.discount_for(
-            terms,
-            boundary,
-            await repo.discounted_before(conn, terms.uid, boundary.at),
-            terms.currency,
-        )
+        earlier = sum(1 for at in discounted if at < boundary.at)
+        discount = lifecycle.discount_for(terms, boundary, earlier, terms.currency)
         totals = invoices.totals(
             draft.lines,
             discount=discount,
@@ -181,61 +287,6 @@ class BillingService:
             created_at=now,
             finalize_after=boundary.at + dt.timedelta(seconds=self.settings.finalize_grace),
         )
-
-    async def _figures(self, conn: AsyncConnection, terms: Terms, period: Period) -> dict[str, int]:
-        metrics = [price.metric for price in terms.plan.metered_prices]
-        for change in terms.plan_changes:
-            metrics += [price.metric for price in change.to_plan.metered_prices]
-        if not metrics:
-            return {}
-        rows = await usage_repository.period_totals(
-            conn, terms.tenant_uid, period, sorted(set(metrics))
-        )
-        return period_values(rows)
-
-    async def _late_usage(
-        self, conn: AsyncConnection, terms: Terms, boundary: Boundary
-    ) -> list[LateUsage]:
-        """Metrics of periods already billed whose figures have moved since."""
-        before = boundary.usage_period.start if boundary.usage_period else boundary.at
-        # Events older than the plan accepts cannot arrive: older periods cannot change.
-        oldest = boundary.at - dt.timedelta(days=terms.plan.usage_max_age_days + 1)
-        billed = [
-            b for b in await repo.billed_usage(conn, terms.uid, oldest) if b.period.end <= before
-        ]
-        late = []
-        by_period: dict[Period, list[repo.Billed]] = {}
-        for item in billed:
-            by_period.setdefault(item.period, []).append(item)
-        for period, items in by_period.items():
-            figures = await self._figures(conn, terms, period)
-            for item in items:
-                now_quantity = Decimal(figures.get(item.metric, 0))
-                if now_quantity != item.quantity:
-                    late.append(
-                        LateUsage(
-                            period, item.metric, item.quantity, item.unrounded, item.amount,
-                            now_quantity,
-                        )
-                    )  # fmt: skip
-        return late
-
-    async def _finalize(
-        self,
-        conn: AsyncConnection,
-        terms: Terms,
-        invoice_id: str,
-        write: repo.InvoiceWrite,
-        now: dt.datetime,
-    ) -> None:
-        number = await repo.next_number(conn, self.settings.invoice_prefix)
-        due = now + dt.timedelta(days=self.settings.due_days)
-        await repo.finalize(conn, invoice_id, number, now, due, paid=write.totals.total <= 0)
-        await repo.record_billed(conn, terms.uid, invoice_id, write.lines)
-        log.info(
-            "Finalized invoice %s for subscription %s/%s: total %d %s",
-            number, terms.namespace, terms.name, write.totals.total, terms.currency,
-        )  # fmt: skip
 
     # ------------------------------------------------------------ reading
 
@@ -279,7 +330,9 @@ class BillingService:
             upcoming = lifecycle.boundaries(terms, period.end)[-1]
             if upcoming.at != period.end:  # canceled before its period ends: bill at the end
                 upcoming = dataclasses.replace(upcoming, at=period.end)
-            write = await self._compose(conn, terms, upcoming, now)
+            facts = await self._facts(conn, [terms], [(terms, upcoming)])
+            index = await repo.invoice_index(conn, [terms.uid])
+        write = self._compose(terms, upcoming, facts, _discounted(index.get(terms.uid, {})), now)
         lines = write.lines if write else ()
         totals = write.totals if write else invoices.totals(())
         return Invoice(
@@ -388,7 +441,7 @@ class BillingService:
                     code="credit_exceeds_total",
                     details={"creditable": creditable},
                 )
-            number = await repo.next_number(conn, self.settings.credit_note_prefix)
+            [number] = await repo.take_numbers(conn, self.settings.credit_note_prefix, 1)
             await repo.add_credit_note(conn, invoice_id, number, amount, reason, now)
             refreshed = await repo.get_invoice(conn, invoice_id)
             assert refreshed is not None

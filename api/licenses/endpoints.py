@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from tenantry.api.auth import Caller, RuntimeDep, admin_token, scoped
+from tenantry.api.auth import Caller, RuntimeDep, admin_token, scoped, utcnow
 from tenantry.api.errors import Forbidden, NotFound, Unauthorized, Unavailable, responses
 from tenantry.api.licenses.schemas import (
     JsonWebKeySet,
@@ -30,7 +30,9 @@ router = APIRouter(tags=["licenses"])
 async def current_license(
     rt: RuntimeDep, caller: Annotated[Caller, Depends(scoped("license:read"))]
 ) -> LicenseDocument:
-    return await rt.licenses.license_for(caller.tenant)
+    """403 `license_revoked` (details `state: revoked`) once the tenant's subscription
+    has ended or its license was revoked without a successor."""
+    return await rt.licenses.license_for(caller.tenant, utcnow())
 
 
 @router.get(

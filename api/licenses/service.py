@@ -14,10 +14,10 @@ from lightkube.core.exceptions import ApiError as KubeApiError
 from lightkube.resources.core_v1 import ConfigMap
 
 from tenantry import license as lic
-from tenantry.api.errors import NotFound
+from tenantry.api.errors import Forbidden, NotFound
 from tenantry.api.licenses.schemas import LicenseDocument
 from tenantry.api.settings import ApiSettings
-from tenantry.api.tenants.catalog import Tenant, TtlCache
+from tenantry.api.tenants.catalog import SubscriptionEnd, Tenant, TtlCache
 from tenantry.api.tenants.kube import Kube
 from tenantry.core.names import (
     ACTIVE_KID_ENTRY,
@@ -28,7 +28,10 @@ from tenantry.core.names import (
     LICENSE_ID_ANNOTATION,
     PLAN_ANNOTATION,
     REVOCATIONS_JWT_ENTRY,
+    REVOKED_LICENSE_ANNOTATION,
 )
+
+REVOCATIONS_URL = "/v1/license/revocations"
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,19 @@ class LicenseService:
             )
         return token.strip()
 
-    async def license_for(self, tenant: Tenant) -> LicenseDocument:
+    async def license_for(self, tenant: Tenant, now: dt.datetime) -> LicenseDocument:
+        """The license in the tenant's Secret; 403 `license_revoked` once its subscription
+        has ended (at once, before the operator has cleared the Secret) or the operator
+        has revoked it without issuing another."""
         found = None
         if tenant.instance_namespace:
             found = await self._licenses.get(tenant.instance_namespace)
         data, annotations = found or ({}, {})
         token = data.get(LICENSE_ENTRY)
+        end = tenant.ended(now)
+        revoked_id = annotations.get(REVOKED_LICENSE_ANNOTATION)
+        if end is not None or (revoked_id and not token):
+            raise license_revoked(tenant, annotations.get(LICENSE_ID_ANNOTATION) or revoked_id, end)
         if not token:
             raise NotFound(
                 f"No license has been issued to tenant {tenant.key} yet; the operator issues "
@@ -127,6 +137,33 @@ class LicenseService:
             issued_at=_time(annotations.get(ISSUED_AT_ANNOTATION)),
             expires_at=_time(annotations.get(EXPIRES_AT_ANNOTATION)),
         )
+
+
+def license_revoked(
+    tenant: Tenant, license_id: str | None, end: SubscriptionEnd | None
+) -> Forbidden:
+    """403 with the state `tenantry.license.verify` gives a revoked license: `revoked`."""
+    which = f"license {license_id}" if license_id else "license"
+    why = (
+        f"{end.describe()}, so the tenant's {which} is revoked"
+        if end is not None
+        else f"The {which} of tenant {tenant.key} was revoked and no other has been issued"
+    )
+    return Forbidden(
+        f"{why}. Its instance falls back to unlicensed; the signed revocation list at "
+        f"{REVOCATIONS_URL} lists it once the operator has published it. A new Subscription "
+        "brings a new license.",
+        code="license_revoked",
+        details={
+            "state": lic.LicenseState.REVOKED.value,
+            "tenant": tenant.key,
+            "license_id": license_id,
+            "reason": "subscription_ended" if end is not None else "revoked",
+            "subscription": end.subscription if end is not None else None,
+            "ended_at": end.at.isoformat() if end is not None else None,
+            "revocation_list_url": REVOCATIONS_URL,
+        },
+    )
 
 
 def _time(value: str | None) -> dt.datetime | None:

@@ -17,6 +17,7 @@ from tenantry.api.errors import (
     responses,
 )
 from tenantry.api.quotas.schemas import ConsumeRequest, ConsumeResult, Quotas
+from tenantry.api.quotas.service import admitting
 
 router = APIRouter(tags=["quotas"])
 
@@ -33,7 +34,8 @@ async def consume(
     rt: RuntimeDep,
     caller: Annotated[Caller, Depends(scoped("quota:consume"))],
 ) -> ConsumeResult:
-    """Ask before serving: admitted requests are counted (and recorded as usage), others get 429.
+    """Ask before serving: admitted requests are counted (and recorded as usage), others get 429,
+    or 403 `subscription_ended` once the tenant's subscription has ended.
 
     Exact under concurrency: no request is admitted past the limit and every
     admitted one is counted once, also when retried with the same transaction id.
@@ -45,9 +47,13 @@ async def consume(
 @router.get(
     "/v1/quota",
     summary="The key's tenant's quotas this billing period",
-    responses=responses(Unauthorized, Unavailable),
+    responses=responses(Unauthorized, Forbidden, Unavailable),
 )
 async def quotas(
     rt: RuntimeDep, caller: Annotated[Caller, Depends(scoped("quota:consume"))]
 ) -> Quotas:
-    return await rt.quotas.quotas(caller.tenant, utcnow())
+    """403 `subscription_ended` once the tenant's subscription has ended: there is no
+    billing period left to admit work in."""
+    now = utcnow()
+    admitting(caller.tenant, now)
+    return await rt.quotas.quotas(caller.tenant, now)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tenantry import license as lic
-from tenantry.api.errors import Conflict, QuotaExceeded, Unavailable, Unprocessable
+from tenantry.api.errors import Conflict, Forbidden, QuotaExceeded, Unavailable, Unprocessable
 from tenantry.api.quotas import repository as quota_repo
 from tenantry.api.quotas.counters import (
     Counters,
@@ -65,6 +65,24 @@ def plan_of(tenant: Tenant) -> Plan:
             code="tenant_not_ready",
         )
     return tenant.plan
+
+
+def admitting(tenant: Tenant, now: dt.datetime) -> None:
+    """Refuse new work once the tenant's subscription has ended (403 `subscription_ended`)."""
+    end = tenant.ended(now)
+    if end is not None:
+        raise Forbidden(
+            f"{end.describe()}, so tenant {tenant.key} admits no new work: quota checks are "
+            "refused and its license is revoked. Usage that happened before the end is still "
+            "accepted by POST /v1/usage. Create a new Subscription to resume.",
+            code="subscription_ended",
+            details={
+                "tenant": tenant.key,
+                "subscription": end.subscription,
+                "ended_at": end.at.isoformat(),
+                "reason": end.reason,
+            },
+        )
 
 
 def over_quota(plan: Plan, metric: str, limit: int, current: int, amount: int, period: Period,
@@ -306,7 +324,9 @@ class QuotaService:
     async def consume(
         self, tenant: Tenant, request: ConsumeRequest, clock: Callable[[], dt.datetime]
     ) -> ConsumeResult:
-        """Admit and count the request, or raise `QuotaExceeded` (429)."""
+        """Admit and count the request, or raise `QuotaExceeded` (429); `Forbidden` (403)
+        once the subscription has ended."""
+        admitting(tenant, clock())
         plan = plan_of(tenant)
         consumable(plan, request.metric, request.amount)
         for _ in range(3):

@@ -84,9 +84,10 @@ async def post_usage(
     """Each event counts once per transaction id, whatever the retries: a replay is
     acknowledged as a duplicate. The answer comes after the events are committed.
 
-    Events that cannot be counted (unknown metric, bad value, timestamp out of range)
-    are listed in a 422 answer, by index; the other events of the batch are counted all
-    the same. Usage is never refused for being over quota: overage is billed.
+    Events that cannot be counted (unknown metric, bad value, timestamp out of range,
+    stamped at or after the end of the tenant's subscription) are listed in a 422 answer,
+    by index; the other events of the batch are counted all the same. Usage is never
+    refused for being over quota: overage is billed.
     """
     parsed, rejected = parse_batch(await read_body(request, rt.settings.max_body_bytes))
     return await rt.usage.report_batch(caller.tenant, parsed, rejected, utcnow())

@@ -130,7 +130,7 @@ class UsageService:
         """Count the good events of a batch; 422 listing the refused ones, if any."""
         plan = plan_of(tenant)
         total = len(parsed) + len(rejected)
-        good, bad = judge(parsed, plan, now, self.future_tolerance)
+        good, bad = judge(parsed, plan, now, self.future_tolerance, tenant.subscription_end)
         rejected = [*rejected, *bad]
         accepted = await self.record(tenant, plan, good)
         duplicates = len(good) - accepted
@@ -146,7 +146,9 @@ class UsageService:
     ) -> SnapshotAccepted:
         plan = plan_of(tenant)
         events, ignored = snapshot_events(snapshot, plan)
-        good, bad = judge(list(enumerate(events)), plan, now, self.future_tolerance)
+        good, bad = judge(
+            list(enumerate(events)), plan, now, self.future_tolerance, tenant.subscription_end
+        )
         if bad:
             raise Unprocessable(
                 f"The snapshot cannot be counted: {bad[0].message}", code="invalid_snapshot",

@@ -19,9 +19,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from tenantry.api.errors import BadRequest, Unprocessable
-from tenantry.api.tenants.catalog import Plan
+from tenantry.api.tenants.catalog import Plan, SubscriptionEnd
 from tenantry.api.usage.schemas import MAX_BATCH, UsageBatch, UsageEvent
 from tenantry.core.resources import Aggregation
+
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -97,19 +99,27 @@ def judge(
     plan: Plan,
     now: dt.datetime,
     future_tolerance: dt.timedelta,
+    end: SubscriptionEnd | None = None,
 ) -> tuple[list[UsageEvent], list[Rejection]]:
-    """Keep the events the plan can count; name what is wrong with the others."""
+    """Keep the events the plan can count; name what is wrong with the others.
+
+    Once the subscription has an `end`, only events stamped before it count: the
+    final invoice bills them, for as long as the plan's usageMaxAgeDays allows.
+    """
     newest = now + future_tolerance
     oldest = now - dt.timedelta(days=plan.spec.usage_max_age_days)
+    # The last moment the common case accepts: timestamps are whole microseconds,
+    # so "before the end" is "at most a microsecond before it".
+    last = newest if end is None else min(newest, end.at - _MICROSECOND)
     good: list[UsageEvent] = []
     bad: list[Rejection] = []
     plain = {name for name, m in plan.metrics.items() if m.aggregation != Aggregation.UNIQUE_COUNT}
     for index, event in events:
         # The common case first, cheaply; the reasons only for the rest.
-        if event.metric in plain and oldest <= event.timestamp <= newest:
+        if event.metric in plain and oldest <= event.timestamp <= last:
             good.append(event)
             continue
-        problem = _problem(event, plan, now, newest, oldest)
+        problem = _problem(event, plan, now, newest, oldest, end)
         if problem is None:
             good.append(event)
         else:
@@ -118,8 +128,19 @@ def judge(
 
 
 def _problem(
-    event: UsageEvent, plan: Plan, now: dt.datetime, newest: dt.datetime, oldest: dt.datetime
+    event: UsageEvent,
+    plan: Plan,
+    now: dt.datetime,
+    newest: dt.datetime,
+    oldest: dt.datetime,
+    end: SubscriptionEnd | None,
 ) -> tuple[str, str] | None:
+    if end is not None and event.timestamp >= end.at:
+        return "subscription_ended", (
+            f"timestamp {event.timestamp.isoformat()} is not before the end of the "
+            f"subscription: {end.describe()}. Only usage before the end is billed; drop this "
+            "event."
+        )
     metric = plan.metrics.get(event.metric)
     if metric is None:
         known = ", ".join(sorted(plan.metrics)) or "none"

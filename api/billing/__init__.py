@@ -1,0 +1,1 @@
+"""Billing: billing runs, invoices, payments, and invoice documents (HTML and PDF)."""
