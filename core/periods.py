@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -59,6 +60,7 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=4096)  # billing runs ask for the same few dates thousands of times
 def _anchor_date(year: int, month: int, day: int) -> dt.datetime:
     """00:00 UTC on `day` of the month, or on its last day when it is shorter."""
     last = calendar.monthrange(year, month)[1]

@@ -95,7 +95,8 @@ async def _refresh(rt: Runtime, presented: str, key_hash: str) -> None:
 async def answer(rt: Runtime, presented: str, key_hash: str) -> bytes:
     """Build, keep and return the introspection answer for a well-formed key."""
     caller = await resolve_key(rt, presented)
-    if caller is None:
+    # A key whose tenant's subscription has ended admits no new work either.
+    if caller is None or caller.tenant.ended(utcnow()) is not None:
         rt.answers.drop(key_hash)
         return _INACTIVE
     tenant, plan = caller.tenant, caller.tenant.plan

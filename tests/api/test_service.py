@@ -39,6 +39,15 @@ async def test_openapi_matches_what_is_served(api_server: ApiServer) -> None:
         ("get", "/admin/tenants/{namespace}/{name}/usage"),
         ("get", "/admin/tenants/{namespace}/{name}/licenses"),
         ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
+        ("get", "/v1/admin/tenants/{namespace}/{name}/invoices"),
+        ("get", "/v1/admin/tenants/{namespace}/{name}/invoices/preview"),
+        ("get", "/v1/admin/invoices/{invoice_id}"), ("get", "/v1/admin/invoices/{invoice_id}/pdf"),
+        ("post", "/v1/admin/invoices/{invoice_id}/payments"),
+        ("post", "/v1/admin/invoices/{invoice_id}/void"),
+        ("post", "/v1/admin/invoices/{invoice_id}/mark-uncollectible"),
+        ("post", "/v1/admin/invoices/{invoice_id}/credit-notes"),
+        ("post", "/v1/admin/billing-runs"), ("get", "/v1/admin/revenue"),
+        ("get", "/v1/invoices"), ("get", "/v1/invoices/{invoice_id}/pdf"),
     }  # fmt: skip
     assert {(m, p) for p, ops in paths.items() for m in ops} == served
     schemas = document["components"]["schemas"]
