@@ -20,8 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from api_harness import API, PLAN_METRICS, ApiServer, World
 
 
-def api_env(kube: Kube, database: str, redis: Redis, **extra: str) -> dict[str, str]:
+def api_env(
+    kube: Kube, database: str, redis: Redis, clock_file: Path, **extra: str
+) -> dict[str, str]:
     return {
+        "TENANTRY_CLOCK_OFFSET_FILE": str(clock_file),  # the operator's clock, too
         "KUBECONFIG": str(kube.kubeconfig),
         "TENANTRY_ENVIRONMENT": "production",
         "TENANTRY_DATABASE_URL": database,
@@ -29,6 +32,8 @@ def api_env(kube: Kube, database: str, redis: Redis, **extra: str) -> dict[str, 
         "TENANTRY_STATUS_WRITE_INTERVAL": "1",
         "TENANTRY_CATALOG_TTL": "1",
         "TENANTRY_LAST_USED_INTERVAL": "1",
+        # Tests run billing when they mean to: a scheduled run would bill every tenant.
+        "TENANTRY_BILLING_RUN_INTERVAL": "0",
         **extra,
     }
 
@@ -38,11 +43,12 @@ def api_server(
     kube: Kube,
     database: str,
     redis_server: Redis,
+    clock_file: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ApiServer]:
     """The API as deployed: production settings, failing open when Redis is away."""
     server = ApiServer(
-        api_env(kube, database, redis_server),
+        api_env(kube, database, redis_server, clock_file),
         tmp_path_factory.mktemp("api") / "api.log",
     )
     try:
@@ -56,6 +62,7 @@ def start_api(
     kube: Kube,
     database: str,
     redis_server: Redis,
+    clock_file: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., ApiServer]]:
     """Start another API process with settings of a test's own (stopped at session end)."""
@@ -63,7 +70,7 @@ def start_api(
 
     def start(**settings: str) -> ApiServer:
         server = ApiServer(
-            api_env(kube, database, redis_server, **settings),
+            api_env(kube, database, redis_server, clock_file, **settings),
             tmp_path_factory.mktemp("api-extra") / "api.log",
         )
         started.append(server)
