@@ -13,7 +13,7 @@ from pyhelm3 import Client as HelmClient
 
 from tenantry.core import clock
 from tenantry.db.engine import create_engine
-from tenantry.operator import apikey, subscription, tenant
+from tenantry.operator import apikey, pricebook, subscription, tenant
 from tenantry.operator.context import Context
 from tenantry.operator.helm import Releases
 from tenantry.operator.keys import RevocationList, SigningKeys
@@ -95,6 +95,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     tenant.register(registry, context_of, config.drift_interval)
     apikey.register(registry, context_of)
     subscription.register(registry, context_of, config.subscription_interval)
+    pricebook.register(registry, context_of, config.drift_interval)
     return registry
 
 
