@@ -260,6 +260,10 @@ async def test_reverse_charge_and_void(engine: AsyncEngine) -> None:
     assert invoice.totals.reverse_charge
     assert invoice.totals.tax == 0
     assert invoice.totals.total == 4900
+    lost = await svc.change_status(invoice.id, InvoiceStatus.UNCOLLECTIBLE)
+    assert (lost.status, lost.amount_due) == (InvoiceStatus.UNCOLLECTIBLE, 0)
+    with pytest.raises(Conflict, match="payments are recorded against open invoices"):
+        await svc.record_payment(invoice.id, 100, "card", "late", None)
     voided = await svc.change_status(invoice.id, InvoiceStatus.VOID)
     assert (voided.status, voided.amount_due, voided.number) == (
         InvoiceStatus.VOID, 0, invoice.number,
