@@ -141,7 +141,7 @@ def _describe(status: int) -> str:
     return {
         400: "The request is malformed.",
         401: "Missing or invalid credentials.",
-        403: "The credentials lack the scope this needs.",
+        403: "The credentials lack the scope this needs, or the subscription has ended.",
         404: "Not found.",
         409: "Not possible in the current state; retry later.",
         413: "The body is too large.",

@@ -46,7 +46,8 @@ class ApiSettings(BaseSettings):
         "`fail_closed` answers 503 to every request that needs quota counters.",
     )
     admin_token: SecretStr = Field(
-        default=SecretStr("change-me"), description="Bearer token of the /admin endpoints."
+        default=SecretStr("change-me"),
+        description="Bearer token of the admin endpoints (/admin, /v1/admin).",
     )
     introspection_token: SecretStr = Field(
         default=SecretStr("change-me"),

@@ -55,20 +55,25 @@ def _invoice_id(raw: str) -> str:
         ) from None
 
 
-def _cursor(raw: str | None) -> dt.datetime | None:
+def _cursor(raw: str | None) -> tuple[dt.datetime, str] | None:
+    """A page cursor: the boundary and id of the previous page's last invoice."""
     if raw is None:
         return None
+    boundary, _, invoice_id = raw.partition("_")
     try:
-        moment = dt.datetime.fromisoformat(raw)
+        moment = dt.datetime.strptime(boundary, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
+        return moment, str(uuid.UUID(invoice_id))
     except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
         raise Unprocessable(
             f"cursor={raw!r} is not a cursor this API gave: pass `nextCursor` from the previous "
             "page as is.",
             code="invalid_cursor",
-        )
-    return moment
+        ) from None
+
+
+def _next_cursor(invoice: Invoice) -> str:
+    assert invoice.boundary is not None
+    return f"{invoice.boundary.astimezone(dt.UTC):%Y%m%dT%H%M%S.%fZ}_{invoice.id}"
 
 
 async def _tenant_invoices(
@@ -79,9 +84,8 @@ async def _tenant_invoices(
         tenant_uid, limit=limit + 1, before=before, include_drafts=drafts
     )
     page = found[:limit]
-    # The cursor is the last invoice's boundary: newer pages never shift older ones.
-    last = page[-1].boundary if page and len(found) > limit else None
-    next_cursor = last.isoformat() if last else None
+    # The cursor names the last invoice shown: newer invoices never shift the pages.
+    next_cursor = _next_cursor(page[-1]) if page and len(found) > limit else None
     return InvoiceList(invoices=[invoice_out(i) for i in page], next_cursor=next_cursor)
 
 
@@ -190,7 +194,7 @@ async def record_payment(invoice_id: str, request: Request, rt: RuntimeDep) -> I
 @router.post(
     "/v1/admin/invoices/{invoice_id}/void",
     tags=["billing"],
-    summary="Void an open invoice (it stays, marked void)",
+    summary="Void an open or uncollectible invoice (it stays, marked void)",
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Conflict, Unavailable),
 )

@@ -331,21 +331,29 @@ async def tenant_invoices(
     tenant_uid: str,
     *,
     limit: int,
-    before: dt.datetime | None = None,
+    before: tuple[dt.datetime, str] | None = None,
     include_drafts: bool = True,
 ) -> list[Invoice]:
-    """A tenant's invoices, newest boundary first, `limit` at most, before a cursor."""
+    """A tenant's invoices, newest boundary first, `limit` at most, after the cursor
+    `before`: the (boundary, id) of the last invoice of the previous page."""
     rows = (
         await conn.execute(
             text(
                 f"SELECT {_INVOICE_COLUMNS} FROM invoices i"  # noqa: S608
                 " JOIN subscriptions s ON s.uid = i.subscription_uid"
                 " WHERE i.tenant_uid = :tenant"
-                " AND (CAST(:before AS timestamptz) IS NULL OR i.boundary < :before)"
+                " AND (CAST(:before AS timestamptz) IS NULL"
+                "      OR (i.boundary, i.id) < (:before, CAST(:before_id AS uuid)))"
                 " AND (:drafts OR i.status <> 'draft')"
-                " ORDER BY i.boundary DESC, i.id LIMIT :limit"
+                " ORDER BY i.boundary DESC, i.id DESC LIMIT :limit"
             ),
-            {"tenant": tenant_uid, "before": before, "drafts": include_drafts, "limit": limit},
+            {
+                "tenant": tenant_uid,
+                "before": before[0] if before else None,
+                "before_id": before[1] if before else None,
+                "drafts": include_drafts,
+                "limit": limit,
+            },
         )
     ).all()
     return await _complete(conn, rows)

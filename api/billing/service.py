@@ -302,7 +302,7 @@ class BillingService:
         tenant_uid: str,
         *,
         limit: int,
-        before: dt.datetime | None,
+        before: tuple[dt.datetime, str] | None,
         include_drafts: bool = True,
     ) -> list[Invoice]:
         async with self.engine.connect() as conn:
@@ -366,7 +366,15 @@ class BillingService:
             invoice = await repo.lock_invoice(conn, invoice_id)
             if invoice is None:
                 raise _no_invoice(invoice_id)
-            if any(p.reference == reference for p in invoice.payments):
+            recorded = next((p for p in invoice.payments if p.reference == reference), None)
+            if recorded is not None:
+                if recorded.amount != amount:
+                    raise Conflict(
+                        f"A payment with reference {reference!r} of {recorded.amount} is recorded "
+                        f"on this invoice already; a different payment needs its own reference.",
+                        code="payment_reference_taken",
+                        details={"reference": reference, "amount": recorded.amount},
+                    )
                 return invoice  # a retried request: recorded already
             if invoice.status != InvoiceStatus.OPEN:
                 raise Conflict(

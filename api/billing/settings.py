@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantry.core.invoices import Party
@@ -51,6 +51,15 @@ class BillingSettings(BaseSettings):
         description="Seconds between scheduled billing runs (0: only when an admin asks).",
     )
     pdf_timeout: float = Field(default=30.0, gt=0, description="Seconds to render one PDF.")
+
+    @model_validator(mode="after")
+    def _own_sequences(self) -> BillingSettings:
+        if self.invoice_prefix == self.credit_note_prefix:
+            raise ValueError(
+                "TENANTRY_BILLING_INVOICE_PREFIX and TENANTRY_BILLING_CREDIT_NOTE_PREFIX are "
+                f"both {self.invoice_prefix!r}: each needs a sequence of its own"
+            )
+        return self
 
     def seller(self) -> Party:
         lines = self.seller_address.replace("|", "\n").splitlines()

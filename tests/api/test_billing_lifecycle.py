@@ -154,3 +154,21 @@ async def test_an_unpaid_invoice_suspends_and_a_payment_resumes(
         30,
     )
     assert license_after
+
+    # Two invoices now, a page at a time, newest first.
+    path = f"/v1/admin/tenants/{world.control}/{world.tenant}/invoices"
+    async with billing_api.admin() as admin:
+        page = (await admin.get(path, params={"limit": 1})).json()
+        assert [i["number"] for i in page["invoices"]] == [second["number"]]
+        rest = (await admin.get(path, params={"limit": 1, "cursor": page["nextCursor"]})).json()
+        assert [i["id"] for i in rest["invoices"]] == [first["id"]]
+        assert rest["nextCursor"] is None
+        bad = await admin.get(path, params={"cursor": "yesterday"})
+        assert bad.status_code == 422
+        assert bad.json()["error"]["code"] == "invalid_cursor"
+        reused = await admin.post(
+            f"/v1/admin/invoices/{second['id']}/payments",
+            json={"amount": 1, "method": "transfer", "reference": "second"},
+        )
+        assert reused.status_code == 409
+        assert reused.json()["error"]["code"] == "payment_reference_taken"
