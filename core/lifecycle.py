@@ -536,15 +536,23 @@ def next_terms(
         plan_changes=changes,
     )
     ends = prior.cancel_at if prior is not None else None
+    return TermsUpdate(with_cancellation(terms, ends, cancel_at_period_end, now), change,
+                       tuple(refusals))  # fmt: skip
+
+
+def with_cancellation(
+    terms: Terms, scheduled: dt.datetime | None, cancel_at_period_end: bool, now: dt.datetime
+) -> Terms:
+    """The terms with cancelAtPeriodEnd applied: `scheduled` is the end recorded before."""
+    ends = scheduled
     if ends is not None and now < ends and not cancel_at_period_end:
         ends = None  # unset before it was reached; once reached, the end has happened
     elif ends is None and cancel_at_period_end:
         ends = cancel_at(terms, now)
-    if ends is not None:
-        terms = replace(terms, cancel_at=ends)
-        if now >= ends:
-            terms = replace(terms, ended_at=ends, end_reason="cancel_at_period_end")
-    return TermsUpdate(terms, change, tuple(refusals))
+    terms = replace(terms, cancel_at=ends)
+    if ends is not None and now >= ends:
+        terms = replace(terms, ended_at=ends, end_reason="cancel_at_period_end")
+    return terms
 
 
 def ended_now(terms: Terms, now: dt.datetime, reason: str) -> Terms:

@@ -439,6 +439,9 @@ class SubscriptionStatus(Model):
         default=None, description="When it will end (cancelAtPeriodEnd)."
     )
     ended_at: dt.datetime | None = Field(default=None, description="When it ended.")
+    billing_cycle: BillingCycleSummary | None = Field(
+        default=None, description="How its billing periods fall (the Tenant follows it)."
+    )
     latest_invoice: InvoiceSummary | None = None
     amount_due: int | None = Field(
         default=None, description="Unpaid amount over all open invoices, minor units."

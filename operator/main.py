@@ -45,6 +45,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 300
         settings.batching.batch_window = 0.05
+        # A timer still running when its object is deleted is checked again after this
+        # long (kopf's default, 60 s, kept a deleted Subscription or Tenant that long).
+        settings.background.cancellation_polling = 1
         client = AsyncClient(field_manager="tenantry-operator")
         cluster = Cluster(client)
         helm = HelmClient(executable=config.helm, default_timeout=config.helm_timeout)

@@ -161,8 +161,15 @@ def license_terms(
     plan_name: str,
     plan: PlanSpec,
     subscription: SubscriptionView,
+    now: dt.datetime | None = None,
 ) -> LicenseTerms:
+    """What the license grants. Before the Subscription's status names its period, the
+    period is computed here as the operator will write it (given `now`), so the license
+    is not signed twice: once without, once with the period."""
     state = effective_state(subscription, plan)
+    period_end = subscription.period_end
+    if period_end is None and now is not None:
+        period_end = billing_cycle(subscription, plan).period_at(now).end
     return LicenseTerms(
         tenant_id=tenant_id,
         tenant_name=tenant_name,
@@ -172,7 +179,7 @@ def license_terms(
         limits=dict(plan.limits),
         subscription_status=state.value,
         trial_end=trial_end(subscription, plan) if state == SubscriptionState.TRIALING else None,
-        period_end=subscription.period_end,
+        period_end=period_end,
     )
 
 
@@ -290,6 +297,7 @@ def desired_state(
     plans: Mapping[str, PlanSpec],
     chart: Chart,
     license_secret: str,
+    now: dt.datetime | None = None,
 ) -> Desired:
     plan_name = subscription.spec.plan_ref.name
     plan = plans.get(plan_name)
@@ -305,7 +313,7 @@ def desired_state(
         namespace=tenant_namespace(tenant_name, spec, tenant_namespace_prefix),
         plan_name=plan_name,
         state=state,
-        terms=license_terms(tenant_id, tenant_name, plan_name, plan, subscription),
+        terms=license_terms(tenant_id, tenant_name, plan_name, plan, subscription, now),
         values=helm_values(chart, tenant_name, spec, license_secret, suspended),
         suspended=suspended,
         cycle=billing_cycle(subscription, plan),

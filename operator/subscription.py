@@ -160,42 +160,58 @@ async def settle(
     logger: Logger,
 ) -> None:
     spec = r.spec(SubscriptionSpec)
-    base = base_terms(r.body, spec, tenant, plan, tax_rates)
-    if spec.coupon and coupon is None:
-        raise NotReady(
-            "CouponNotFound",
-            f"Coupon {spec.coupon} does not exist: apply it, or remove spec.coupon.",
-        )
-    coupon_spec: CouponSpec | None = (
-        _parse(CouponSpec, coupon, f"Coupon {spec.coupon}", "InvalidCoupon") if coupon else None
-    )
     if ctx.database is None:
         raise NotReady(
             "DatabaseNotConfigured",
             "Billing needs PostgreSQL: set TENANTRY_OPERATOR_DATABASE_URL.",
         )
-    async with errors.database(), ctx.database.begin() as conn:
-        stored = await repository.load_terms(conn, base.uid)
-        offer = None
-        if spec.coupon and coupon_spec is not None:
-            await repository.lock_coupon(conn, spec.coupon)
-            taken = await repository.coupon_redemptions(conn, spec.coupon)
-            mine = stored is not None and stored.coupon and stored.coupon.name == spec.coupon
-            offer = CouponOffer(spec.coupon, coupon_spec, taken - (1 if mine else 0))
-        update = lifecycle.next_terms(
-            stored,
-            base=base,
-            requested_trial_days=spec.trial_days,
-            requested_anchor_day=spec.billing_cycle_anchor_day,
-            cancel_at_period_end=spec.cancel_at_period_end,
-            coupon=offer,
-            now=r.now,
+    base: Terms | None = None
+    missing: NotReady | InvalidSpec | None = None
+    try:
+        base = base_terms(r.body, spec, tenant, plan, tax_rates)
+        if spec.coupon and coupon is None:
+            raise NotReady(
+                "CouponNotFound",
+                f"Coupon {spec.coupon} does not exist: apply it, or remove spec.coupon.",
+            )
+        coupon_spec: CouponSpec | None = (
+            _parse(CouponSpec, coupon, f"Coupon {spec.coupon}", "InvalidCoupon") if coupon else None
         )
+    except (NotReady, InvalidSpec) as problem:
+        base, missing = None, problem
+    async with errors.database(), ctx.database.begin() as conn:
+        stored = await repository.load_terms(conn, r.body.metadata.uid or "")
+        if base is None:
+            # What it names is gone or broken: the stored terms still run (trials end,
+            # periods turn, a cancellation takes effect), and Ready says what is wrong.
+            assert missing is not None
+            if stored is None:
+                raise missing
+            ended = lifecycle.with_cancellation(
+                stored, stored.cancel_at, spec.cancel_at_period_end, r.now
+            )
+            update = lifecycle.TermsUpdate(ended)
+        else:
+            offer = None
+            if spec.coupon and coupon_spec is not None:
+                await repository.lock_coupon(conn, spec.coupon)
+                taken = await repository.coupon_redemptions(conn, spec.coupon)
+                mine = stored is not None and stored.coupon and stored.coupon.name == spec.coupon
+                offer = CouponOffer(spec.coupon, coupon_spec, taken - (1 if mine else 0))
+            update = lifecycle.next_terms(
+                stored,
+                base=base,
+                requested_trial_days=spec.trial_days,
+                requested_anchor_day=spec.billing_cycle_anchor_day,
+                cancel_at_period_end=spec.cancel_at_period_end,
+                coupon=offer,
+                now=r.now,
+            )
         if update.terms != stored:
             await repository.save_terms(conn, update.terms)
         if update.plan_change is not None:
-            await repository.record_plan_change(conn, base.uid, update.plan_change)
-        facts = await repository.billing_facts(conn, base.uid)
+            await repository.record_plan_change(conn, update.terms.uid, update.plan_change)
+        facts = await repository.billing_facts(conn, update.terms.uid)
 
     terms = update.terms
     if update.plan_change is not None:
@@ -245,6 +261,8 @@ async def settle(
         message = _transition_message(prior.state, state, terms, facts.facts.amount_due)
         logger.info(message)
         kopf.info(r.body, reason=f"Subscription{_camel(state.value)}", message=message)
+    if missing is not None:
+        raise missing  # after the status above: Ready=False says what is missing
     r.observe(condition(READY, True, _camel(state.value), f"Subscription is {state.value}."))
 
 

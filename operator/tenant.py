@@ -27,6 +27,7 @@ from tenantry.core.resources import (
     LicenseSummary,
     PlanKind,
     PlanSpec,
+    ResourceRef,
     SubscriptionKind,
     SubscriptionSpec,
     SubscriptionState,
@@ -74,6 +75,10 @@ def subscription_views(raw: Iterable[Mapping[str, Any]]) -> list[SubscriptionVie
             raise InvalidSpec(
                 f"Subscription {item['name']} is invalid: {error}", reason="InvalidSubscription"
             ) from error
+        in_force = status.get("plan")
+        if in_force and in_force != spec.plan_ref.name:
+            # A plan change billing refused (another currency) leaves the old plan in force.
+            spec = spec.model_copy(update={"plan_ref": ResourceRef(name=in_force)})
         period = status.get("currentPeriod") or {}
         cycle = None
         if status.get("billingCycle"):
@@ -170,6 +175,7 @@ async def provision(
         plans=known,
         chart=ctx.chart,
         license_secret=settings.license_secret,
+        now=r.now,
     )
     r.set(
         plan=desired.plan_name,
@@ -178,6 +184,7 @@ async def provision(
             start=desired.cycle.start,
             interval=desired.cycle.interval,
             anchor_day=desired.cycle.anchor_day,
+            trial_start=desired.cycle.trial_start,
         ).to_wire(),
     )
     r.observe(payment_condition(desired.state))

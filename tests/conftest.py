@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import DRIFT_INTERVAL, REPO, Kube, OperatorProcess
+from support import DRIFT_INTERVAL, REPO, SUBSCRIPTION_INTERVAL, Clock, Kube, OperatorProcess
 from testbed import ControlPlane, Postgres, Redis, StripeMock, ensure_tools
 
 
@@ -54,17 +54,40 @@ def database(postgres: Postgres) -> str:
 
 
 @pytest.fixture(scope="session")
+def clock_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file whose seconds the operator and the API add to the system time
+    (pass it as TENANTRY_CLOCK_OFFSET_FILE); tests move it through `clock`."""
+    path = tmp_path_factory.mktemp("clock") / "offset"
+    Clock(path).set(0)
+    return path
+
+
+@pytest.fixture
+def clock(clock_file: Path) -> Iterator[Clock]:
+    """Time as the suite's processes see it, to move forward; back to the system's
+    after the test, since the other tests share the operator."""
+    moved = Clock(clock_file)
+    try:
+        yield moved
+    finally:
+        moved.set(0)
+
+
+@pytest.fixture(scope="session")
 def operator(
-    kube: Kube, database: str, tmp_path_factory: pytest.TempPathFactory
+    kube: Kube, database: str, clock_file: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """`tenantry operator`, recording API key hashes and license history in `database`."""
+    """`tenantry operator`, recording API key hashes, license history and subscription
+    terms in `database`, on the suite's clock."""
     process = OperatorProcess(
         kube,
         tmp_path_factory.mktemp("operator") / "operator.log",
         {
             "TENANTRY_OPERATOR_HELM": str(kube.helm_binary),
             "TENANTRY_OPERATOR_DRIFT_INTERVAL": str(DRIFT_INTERVAL),
+            "TENANTRY_OPERATOR_SUBSCRIPTION_INTERVAL": str(SUBSCRIPTION_INTERVAL),
             "TENANTRY_OPERATOR_DATABASE_URL": database,
+            "TENANTRY_CLOCK_OFFSET_FILE": str(clock_file),
         },
     )
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import subprocess
@@ -22,6 +23,9 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 DRIFT_INTERVAL = 3.0
 """Seconds between the operator's drift repairs in the tests."""
+SUBSCRIPTION_INTERVAL = 1.0
+"""Seconds between the operator's passes over each Subscription in the tests: a
+subscription's state follows a moved clock within seconds."""
 
 
 def b64url(data: bytes) -> str:
@@ -161,6 +165,12 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     return None
 
 
+def reason(obj: dict[str, Any] | None, type_: str) -> str | None:
+    """The reason of condition `type_`, None while there is none."""
+    found = condition(obj, type_)
+    return found["reason"] if found else None
+
+
 def is_ready(obj: dict[str, Any] | None) -> bool:
     ready = condition(obj, "Ready")
     return bool(ready and ready["status"] == "True")
@@ -215,6 +225,49 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
+class Clock:
+    """The offset the suite's operator and API add to the system time, in the file
+    TENANTRY_CLOCK_OFFSET_FILE names (see core/clock.py). Moving it moves time for
+    every process that reads the file; the `clock` fixture puts it back after a test."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def offset(self) -> dt.timedelta:
+        text = self.path.read_text().strip() if self.path.exists() else ""
+        return dt.timedelta(seconds=float(text or 0))
+
+    def set(self, offset: dt.timedelta | float) -> None:
+        """Make the processes see the system time plus `offset` (seconds, or a timedelta)."""
+        seconds = offset.total_seconds() if isinstance(offset, dt.timedelta) else float(offset)
+        before = self.path.stat().st_mtime_ns if self.path.exists() else 0
+        scratch = self.path.with_name(self.path.name + ".new")
+        scratch.write_text(f"{seconds}\n")
+        # Readers re-read the file when its mtime or size changes: two writes within
+        # the file system's timestamp granularity must still differ in mtime.
+        stamp = max(time.time_ns(), before + 1)
+        os.utime(scratch, ns=(stamp, stamp))
+        os.replace(scratch, self.path)
+
+    def advance(self, days: float = 0, seconds: float = 0) -> None:
+        self.set(self.offset() + dt.timedelta(days=days, seconds=seconds))
+
+    def move_past(self, moment: dt.datetime, by: dt.timedelta = dt.timedelta(minutes=1)) -> None:
+        """Set the offset so that the processes' time is `by` after `moment`."""
+        self.set(moment + by - dt.datetime.now(dt.UTC))
+
+
+def events(kube: Kube, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+    """The Events about one object, as `kubectl get events` lists them."""
+    selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+    out = kube.kubectl("get", "events", "-n", namespace, "--field-selector", selector, "-o", "json")
+    return json.loads(out)["items"]  # type: ignore[no-any-return]
+
+
+def event_reasons(kube: Kube, namespace: str, kind: str, name: str) -> list[str]:
+    return [event["reason"] for event in events(kube, namespace, kind, name)]
+
+
 # ----------------------------------------------------------- Tenantry objects
 
 API = "tenantry.io/v1alpha1"
@@ -244,12 +297,14 @@ def tenant(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def subscription(name: str, namespace: str, tenant_name: str, plan_name: str) -> dict[str, Any]:
+def subscription(
+    name: str, namespace: str, tenant_name: str, plan_name: str, **spec: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": API,
         "kind": "Subscription",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"tenantRef": {"name": tenant_name}, "planRef": {"name": plan_name}},
+        "spec": {"tenantRef": {"name": tenant_name}, "planRef": {"name": plan_name}, **spec},
     }
 
 
@@ -286,13 +341,42 @@ def decoded(secret: dict[str, Any], key: str) -> str:
     return base64.b64decode(secret["data"][key]).decode()
 
 
+def license_claims(kube: Kube, namespace: str) -> dict[str, Any] | None:
+    """The claims of the license in a tenant namespace's Secret, unverified (the
+    signature is tested on its own); None while there is none."""
+    secret = license_secret(kube, namespace)
+    if not secret or "license.jwt" not in (secret.get("data") or {}):
+        return None
+    return json.loads(unb64url(decoded(secret, "license.jwt").split(".")[1]))  # type: ignore[no-any-return]
+
+
 def provision(kube: Kube, names: dict[str, str], **tenant_spec: Any) -> dict[str, Any]:
+    """A Plan, a Subscription and a Tenant, Ready with a license issued from the
+    Subscription's status: one issued before the Subscription had a status is
+    re-issued once it has, and a test comparing license ids must not see that."""
     kube.apply(
         plan(names["plan"]),
         subscription(names["tenant"], names["control"], names["tenant"], names["plan"]),
         tenant(names["tenant"], names["control"], **tenant_spec),
     )
-    return ready_tenant(kube, names)
+    period = wait_for(
+        lambda: dig(
+            kube.get("subscription", names["tenant"], names["control"]), "status", "currentPeriod"
+        ),
+        f"Subscription {names['tenant']} to have a current period",
+    )
+    period_end = int(dt.datetime.fromisoformat(period["end"]).timestamp())
+    return wait_for(
+        lambda: (
+            (t := get_tenant(kube, names))
+            and is_ready(t)
+            and (claims := license_claims(kube, names["target"]))
+            and claims["jti"] == dig(t, "status", "license", "id")
+            and claims["subscription"].get("currentPeriodEnd") == period_end
+            and t
+        ),
+        f"Tenant {names['tenant']} to hold a license of its Subscription's current period",
+    )
 
 
 def published_keys(kube: Kube) -> lic.KeySet:

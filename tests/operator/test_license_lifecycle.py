@@ -69,11 +69,31 @@ def revocation_list(kube: Kube) -> lic.RevocationList:
     )
 
 
-def set_subscription_state(kube: Kube, names: dict[str, str], state: str) -> None:
-    kube.kubectl(
-        "patch", "subscription", names["tenant"], "-n", names["control"],
-        "--subresource=status", "--type=merge", "-p", json.dumps({"status": {"state": state}}),
-    )  # fmt: skip
+def leave_an_invoice_unpaid(kube: Kube, database: str, names: dict[str, str]) -> None:
+    """An open invoice a day past its due date, as a billing run leaves one nobody paid."""
+    subscription = kube.get("subscription", names["tenant"], names["control"])
+    assert subscription is not None
+    uid = subscription["metadata"]["uid"]
+    with psycopg.connect(database.replace("+psycopg", "")) as conn:
+        wait_for(
+            lambda: conn.execute("SELECT 1 FROM subscriptions WHERE uid = %s", (uid,)).fetchone(),
+            "the operator to store the subscription's terms",
+        )
+        conn.execute(
+            "INSERT INTO invoices (subscription_uid, tenant_uid, boundary, status, number,"
+            " currency, period_start, period_end, plan_name, subtotal, total, created_at,"
+            " finalize_after, issued_at, due_at)"
+            " SELECT uid, tenant_uid, now() - interval '9 days', 'open', 'TEST-' || uid,"
+            " currency, now() - interval '9 days', now() + interval '21 days', plan_name,"
+            " 4900, 4900, now(), now(), now() - interval '8 days', now() - interval '1 day'"
+            " FROM subscriptions WHERE uid = %s",
+            (uid,),
+        )
+
+
+def cancel(kube: Kube, names: dict[str, str]) -> None:
+    """Delete the Subscription: it is canceled at once."""
+    kube.kubectl("delete", "subscription", names["tenant"], "-n", names["control"])
 
 
 def test_plan_upgrade_reissues_the_license_with_the_new_limits(
@@ -96,12 +116,12 @@ def test_plan_upgrade_reissues_the_license_with_the_new_limits(
 
 
 def test_failed_payment_reissues_and_cancellation_revokes(
-    kube: Kube, operator: OperatorProcess, names: dict[str, str]
+    kube: Kube, operator: OperatorProcess, database: str, names: dict[str, str]
 ) -> None:
     ready = provision(kube, names)
     first = ready["status"]["license"]["id"]
 
-    set_subscription_state(kube, names, "past_due")
+    leave_an_invoice_unpaid(kube, database, names)
     claims = new_license(kube, names, not_jti=first)
     assert claims["subscription"]["status"] == "past_due"
     payment = wait_for(
@@ -114,7 +134,7 @@ def test_failed_payment_reissues_and_cancellation_revokes(
     )
     assert payment["reason"] == "PaymentFailed"
 
-    set_subscription_state(kube, names, "canceled")
+    cancel(kube, names)
     wait_for(lambda: current_token(kube, names) is None, "the license to leave the Secret")
     assert revocation_list(kube).is_revoked(claims["jti"])
     revoked = wait_for(
@@ -206,7 +226,7 @@ def test_history_records_every_issue_and_revocation_as_hashes_never_tokens(
     second = new_license(kube, names, not_jti=ready["status"]["license"]["id"])
     second_token = current_token(kube, names)
     assert second_token is not None
-    set_subscription_state(kube, names, "canceled")
+    cancel(kube, names)
     wait_for(lambda: current_token(kube, names) is None, "the license to be revoked")
 
     with psycopg.connect(database.replace("+psycopg", "")) as conn:

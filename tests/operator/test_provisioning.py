@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from tenantry.core import lifecycle
 from tenantry.core.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
 from tenantry.operator.provisioning import (
     Chart,
@@ -135,7 +136,7 @@ def test_trial_from_the_plan_or_the_subscription() -> None:
     trial_plan = PLAN.model_copy(update={"trial_days": 14})
     terms = license_terms("uid", "acme", "pro", trial_plan, subscription())
     assert terms.is_trial
-    assert terms.trial_end == NOW + dt.timedelta(days=14)
+    assert terms.trial_end == lifecycle.trial_end(NOW, 14)  # at 00:00 UTC, at least 14 days on
     no_trial = license_terms("uid", "acme", "pro", trial_plan, subscription(trial_days=0))
     assert not no_trial.is_trial
     assert no_trial.trial_end is None

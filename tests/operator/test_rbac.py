@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 from support import (
+    API,
     REPO,
     Kube,
     OperatorProcess,
     get_tenant,
-    provision,
+    plan,
+    ready_tenant,
+    reason,
     service_account_kubeconfig,
+    subscription,
+    tenant,
     unique_names,
     wait_for,
 )
@@ -19,7 +24,7 @@ from support import (
 pytestmark = pytest.mark.cluster
 
 
-def test_operator_provisions_and_deletes_under_its_own_role(
+def test_operator_provisions_bills_and_deletes_under_its_own_role(
     kube: Kube, operator: OperatorProcess, tmp_path: Path
 ) -> None:
     restricted = Kube(
@@ -33,9 +38,47 @@ def test_operator_provisions_and_deletes_under_its_own_role(
     try:
         confined.start()
         names = unique_names(kube)
-        provision(kube, names)
+        coupon, tax_rate = f"welcome-{names['plan']}", f"vat-{names['plan']}"
+        kube.apply(
+            {
+                "apiVersion": API,
+                "kind": "Coupon",
+                "metadata": {"name": coupon},
+                "spec": {"percentOff": "10", "duration": "once"},
+            },
+            {
+                "apiVersion": API,
+                "kind": "TaxRate",
+                "metadata": {"name": tax_rate},
+                "spec": {"displayName": "VAT", "percentage": "19", "country": "DE"},
+            },
+            plan(names["plan"]),
+            subscription(
+                names["tenant"], names["control"], names["tenant"], names["plan"],
+                coupon=coupon, taxRates=[tax_rate],
+            ),
+            tenant(names["tenant"], names["control"]),
+        )  # fmt: skip
+        ready_tenant(kube, names)
+        wait_for(
+            lambda: reason(kube.get("subscription", names["tenant"], names["control"]),
+                           "TermsApplied") == "Applied",
+            "the Subscription's coupon and tax rate to be applied",
+        )  # fmt: skip
+        # The Subscription's finalizer ends its terms; the Tenant then loses its license.
+        kube.delete("subscription", names["tenant"], names["control"])
+        wait_for(
+            lambda: kube.get("subscription", names["tenant"], names["control"]) is None,
+            "the Subscription to be gone",
+        )
+        wait_for(
+            lambda: reason(get_tenant(kube, names), "LicenseIssued") == "Revoked",
+            "the Tenant's license to be revoked",
+        )
         kube.delete("tenant", names["tenant"], names["control"])
         wait_for(lambda: get_tenant(kube, names) is None, "the Tenant to be gone", timeout=60)
+        kube.delete("coupon", coupon)
+        kube.delete("taxrate", tax_rate)
         log = confined.log_text()
         assert "Forbidden" not in log, log
         assert "forbidden" not in log, log
