@@ -237,6 +237,10 @@ class Clock:
         text = self.path.read_text().strip() if self.path.exists() else ""
         return dt.timedelta(seconds=float(text or 0))
 
+    def now(self) -> dt.datetime:
+        """The time the operator and the API see."""
+        return dt.datetime.now(dt.UTC) + self.offset()
+
     def set(self, offset: dt.timedelta | float) -> None:
         """Make the processes see the system time plus `offset` (seconds, or a timedelta)."""
         seconds = offset.total_seconds() if isinstance(offset, dt.timedelta) else float(offset)

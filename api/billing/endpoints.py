@@ -36,7 +36,7 @@ from tenantry.api.errors import (
 )
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import existing_tenant
-from tenantry.api.usage.endpoints import read_body
+from tenantry.api.usage.endpoints import json_body, read_body
 from tenantry.core.invoices import Invoice, InvoiceStatus
 
 router = APIRouter()
@@ -175,12 +175,7 @@ async def get_invoice_pdf(invoice_id: str, rt: RuntimeDep) -> Response:
     summary="Record a payment (partial payments leave an amount due)",
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Conflict, Unprocessable, Unavailable),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": PaymentIn.model_json_schema(by_alias=True)}},
-        }
-    },
+    openapi_extra=json_body(PaymentIn),
 )
 async def record_payment(invoice_id: str, request: Request, rt: RuntimeDep) -> InvoiceOut:
     payment = parse_body(PaymentIn, await read_body(request, rt.settings.max_body_bytes))
@@ -220,14 +215,7 @@ async def mark_uncollectible(invoice_id: str, rt: RuntimeDep) -> InvoiceOut:
     summary="Issue a credit note against an open or paid invoice",
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Conflict, Unprocessable, Unavailable),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": CreditNoteIn.model_json_schema(by_alias=True)}
-            },
-        }
-    },
+    openapi_extra=json_body(CreditNoteIn),
 )
 async def credit_note(invoice_id: str, request: Request, rt: RuntimeDep) -> CreditNoteOut:
     note = parse_body(CreditNoteIn, await read_body(request, rt.settings.max_body_bytes))
@@ -241,12 +229,7 @@ async def credit_note(invoice_id: str, request: Request, rt: RuntimeDep) -> Cred
     summary="Run billing now, for every subscription or one tenant's",
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Unprocessable, Unavailable),
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": RunIn.model_json_schema(by_alias=True)}},
-        }
-    },
+    openapi_extra=json_body(RunIn, required=False),
 )
 async def billing_run(request: Request, rt: RuntimeDep) -> RunOut:
     body = await read_body(request, rt.settings.max_body_bytes)

@@ -37,12 +37,12 @@ OPENAPI_COMPONENTS: dict[str, Any] = {}
 """Schemas the hand-read request bodies refer to, for the app's OpenAPI document."""
 
 
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """OpenAPI for a body the route reads itself (strict JSON validation, partial acceptance)."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     OPENAPI_COMPONENTS.update(schema.pop("$defs", {}))
     content = {"application/json": {"schema": schema}}
-    return {"requestBody": {"required": True, "content": content}}
+    return {"requestBody": {"required": required, "content": content}}
 
 
 _ERRORS = (BadRequest, Unauthorized, Forbidden, Conflict, PayloadTooLarge, Unprocessable,
@@ -73,7 +73,7 @@ def _too_large(size: int, limit: int) -> PayloadTooLarge:
 @router.post(
     "/v1/usage",
     summary="Report a batch of usage events (up to 1,000)",
-    openapi_extra=_json_body(UsageBatch),
+    openapi_extra=json_body(UsageBatch),
     responses=responses(*_ERRORS),
 )
 async def post_usage(
@@ -96,7 +96,7 @@ async def post_usage(
 @router.post(
     "/v1/usage/snapshot",
     summary="Report what an instance observes now (devices, messages, bytes, storage)",
-    openapi_extra=_json_body(Snapshot),
+    openapi_extra=json_body(Snapshot),
     responses=responses(*_ERRORS),
 )
 async def post_snapshot(
