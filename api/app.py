@@ -18,9 +18,11 @@ from tenantry.api.apikeys.endpoints import router as apikeys_router
 from tenantry.api.auth import SERVICE_TOKEN, SERVICE_TOKEN_SCHEME
 from tenantry.api.billing.endpoints import router as billing_router
 from tenantry.api.licenses.endpoints import router as licenses_router
+from tenantry.api.outbound.endpoints import router as outbound_router
 from tenantry.api.quotas.endpoints import router as quotas_router
 from tenantry.api.runtime import Runtime
 from tenantry.api.settings import ApiSettings
+from tenantry.api.stripe.endpoints import router as stripe_router
 from tenantry.api.usage.endpoints import OPENAPI_COMPONENTS
 from tenantry.api.usage.endpoints import router as usage_router
 
@@ -58,11 +60,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.include_router(stripe_router)  # first: Stripe waits for its answers
     app.include_router(apikeys_router)
     app.include_router(usage_router)
     app.include_router(quotas_router)
     app.include_router(licenses_router)
     app.include_router(billing_router)
+    app.include_router(outbound_router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"],
                       summary="The process is alive")  # fmt: skip
     app.add_api_route(

@@ -21,9 +21,14 @@ from tenantry.api.billing.pdf import PdfRenderer
 from tenantry.api.billing.service import BillingService
 from tenantry.api.billing.settings import BillingSettings
 from tenantry.api.licenses.service import LicenseService
+from tenantry.api.outbound.service import Outbound
+from tenantry.api.outbound.settings import WebhookSettings
 from tenantry.api.quotas.counters import Counters
 from tenantry.api.quotas.service import QuotaService, drain_stale_counters
 from tenantry.api.settings import ApiSettings
+from tenantry.api.stripe.collection import Collector
+from tenantry.api.stripe.settings import StripeSettings
+from tenantry.api.stripe.worker import StripeWorker
 from tenantry.api.tally import Tally
 from tenantry.api.tenants.catalog import Catalog, Tenant
 from tenantry.api.tenants.kube import FIELD_MANAGER, Kube
@@ -57,6 +62,8 @@ class Runtime:
     tally: Tally
     billing: BillingService
     pdf: PdfRenderer
+    outbound: Outbound
+    stripe: StripeWorker | None = None  # when Stripe is configured
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -99,11 +106,13 @@ class Runtime:
         now = clock.from_environment()
         status = StatusWriter(engine, kube, settings.status_write_interval, now)
         billing_settings = BillingSettings()
+        outbound = Outbound(engine, WebhookSettings(), now)
 
         def changed(tenant: Tenant) -> None:
             """A tenant's figures moved: its cached answers are stale, its status is due."""
             answers.changed(tenant.uid)
             status.touch(tenant)
+            outbound.usage_changed(tenant)
 
         runtime = cls(
             settings=settings,
@@ -125,8 +134,9 @@ class Runtime:
             ),
             quotas=QuotaService(engine, counters, tally, fail_open=fail_open, on_change=changed),
             tally=tally,
-            billing=BillingService(engine, billing_settings, now),
+            billing=BillingService(engine, billing_settings, now, events=outbound.events),
             pdf=PdfRenderer(),
+            outbound=outbound,
         )
         counters.on_recovery = lambda: drain_stale_counters(engine, counters)
         if not await runtime.counters.ping():
@@ -137,8 +147,10 @@ class Runtime:
             await drain_stale_counters(engine, counters)
         runtime._tasks.append(asyncio.create_task(runtime._flush_last_used()))
         runtime._tasks.append(asyncio.create_task(runtime._drain_stale_counters()))
+        outbound.start()
         if billing_settings.run_interval > 0:
             runtime._tasks.append(asyncio.create_task(runtime._bill()))
+        runtime.stripe = StripeWorker.start_if_enabled(StripeSettings(), engine, runtime.billing)
         return runtime
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -163,8 +175,15 @@ class Runtime:
             await asyncio.sleep(self.billing.settings.run_interval)
             try:
                 await self.billing.scheduled_run()
+                await self.collect()
             except Exception as error:
                 log.warning("The scheduled billing run failed: %s", error)
+
+    async def collect(self) -> None:
+        """With Stripe on: Tenantry's final invoices onto Stripe's drafts, for Stripe to
+        collect (api/stripe/collection.py)."""
+        if self.stripe is not None:
+            await Collector(self.stripe.client, self.engine, self.billing).push_finalized()
 
     async def _flush_last_used(self) -> None:
         while True:
@@ -179,6 +198,9 @@ class Runtime:
         await self.last_used.flush()
         await self.status.close()
         await self.pdf.close()
+        if self.stripe is not None:
+            await self.stripe.close()
+        await self.outbound.close()
         await self.counters.redis.aclose()
         await self.kube.close()
         await self.engine.dispose()

@@ -136,10 +136,19 @@ def default_anchor_day(
 
 @dataclass(frozen=True)
 class BillingFacts:
-    """What the invoices say about a subscription, for its state."""
+    """What the invoices, or Stripe, say about a subscription, for its state."""
 
     overdue_since: dt.datetime | None = None  # due date of the oldest unpaid open invoice
     amount_due: int = 0
+    # When Stripe collects: its subscription's status, and since when it holds.
+    stripe_status: str | None = None
+    stripe_status_at: dt.datetime | None = None
+
+
+# Stripe's subscription statuses, as payment states. Stripe retries a failed payment
+# (`past_due`); Tenantry's grace then applies as without Stripe.
+_STRIPE_OVERDUE = frozenset({"past_due", "incomplete"})
+_STRIPE_UNPAID = frozenset({"unpaid", "paused"})
 
 
 def state_at(terms: Terms, facts: BillingFacts, now: dt.datetime) -> SubscriptionState:
@@ -147,8 +156,17 @@ def state_at(terms: Terms, facts: BillingFacts, now: dt.datetime) -> Subscriptio
         return SubscriptionState.CANCELED
     if terms.trial_end is not None and now < terms.trial_end:
         return SubscriptionState.TRIALING
+    grace = dt.timedelta(days=terms.plan.past_due_grace_days)
+    if facts.stripe_status is not None:
+        # Stripe collects: its word on payment replaces the due dates of the invoices.
+        if facts.stripe_status in _STRIPE_UNPAID:
+            return SubscriptionState.UNPAID
+        if facts.stripe_status in _STRIPE_OVERDUE:
+            since = facts.stripe_status_at or now
+            late = now >= since + grace
+            return SubscriptionState.UNPAID if late else SubscriptionState.PAST_DUE
+        return SubscriptionState.ACTIVE
     if facts.overdue_since is not None and now >= facts.overdue_since:
-        grace = dt.timedelta(days=terms.plan.past_due_grace_days)
         if now >= facts.overdue_since + grace:
             return SubscriptionState.UNPAID
         return SubscriptionState.PAST_DUE

@@ -211,11 +211,14 @@ class MeteredPrice(Model):
         return self
 
 
-class StripePlanIds(Model):
-    product_id: str | None = Field(default=None, description="Stripe product id.")
-    price_id: str | None = Field(default=None, description="Stripe price id of the base price.")
-    metered_price_ids: dict[str, str] = Field(
-        default_factory=dict, description="Stripe price id per metered metric."
+class StripePlanStatus(Model):
+    """The Plan's objects in Stripe, created by the operator (never copied by hand)."""
+
+    product_id: str = Field(description="Stripe Product.")
+    price_id: str = Field(description="Stripe Price of the base price now in force.")
+    price_fingerprint: str = Field(
+        description="Amount, currency and interval the Price was made for: a change makes a "
+        "new Price (Stripe Prices are immutable)."
     )
 
 
@@ -252,7 +255,6 @@ class PlanSpec(Model):
     usage_max_age_days: int = Field(
         default=35, ge=1, le=400, description="Oldest event timestamp accepted, in days."
     )
-    stripe: StripePlanIds = Field(default_factory=StripePlanIds, description="Stripe ids.")
 
     @model_validator(mode="after")
     def _one_price_per_known_metric(self) -> PlanSpec:
@@ -283,6 +285,8 @@ class PlanSpec(Model):
 
 class PlanStatus(Model):
     conditions: Conditions
+    observed_generation: int | None = None
+    stripe: StripePlanStatus | None = Field(default=None, description="When Stripe is on.")
 
 
 # -------------------------------------------------------------------- Tenant
@@ -376,7 +380,7 @@ class TenantStatus(Model):
     plan: str | None = Field(default=None, description="Plan in force.")
     license: LicenseSummary | None = None
     release: ReleaseSummary | None = None
-    stripe_customer_id: str | None = None
+    stripe_customer_id: str | None = Field(default=None, description="Stripe Customer.")
     billing_cycle: BillingCycleSummary | None = Field(
         default=None,
         description="The subscription's billing cycle, which usage and quotas are counted by; "
@@ -446,7 +450,10 @@ class SubscriptionStatus(Model):
     amount_due: int | None = Field(
         default=None, description="Unpaid amount over all open invoices, minor units."
     )
-    stripe_subscription_id: str | None = None
+    stripe_subscription_id: str | None = Field(default=None, description="Stripe Subscription.")
+    stripe_status: str | None = Field(
+        default=None, description="The Stripe Subscription's own status, as last heard."
+    )
 
 
 # ------------------------------------------------------------------- ApiKey
@@ -530,6 +537,7 @@ class CouponStatus(Model):
     conditions: Conditions
     observed_generation: int | None = None
     redemptions: int = Field(default=0, description="Subscriptions that redeemed it.")
+    stripe_id: str | None = Field(default=None, description="Stripe Coupon, when Stripe is on.")
 
 
 class TaxRateSpec(Model):
@@ -546,6 +554,7 @@ class TaxRateSpec(Model):
 class TaxRateStatus(Model):
     conditions: Conditions
     observed_generation: int | None = None
+    stripe_id: str | None = Field(default=None, description="Stripe Tax Rate, when Stripe is on.")
 
 
 # ------------------------------------------------------------------ the kinds

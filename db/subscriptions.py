@@ -172,7 +172,9 @@ async def save_terms(conn: AsyncConnection, terms: Terms) -> None:
             " plan_name = EXCLUDED.plan_name, plan = EXCLUDED.plan, currency = EXCLUDED.currency,"
             " started_at = EXCLUDED.started_at, trial_end = EXCLUDED.trial_end,"
             " anchor_day = EXCLUDED.anchor_day, cancel_at = EXCLUDED.cancel_at,"
-            " ended_at = EXCLUDED.ended_at, end_reason = EXCLUDED.end_reason,"
+            # An end, once recorded (by the operator or a Stripe webhook), stays.
+            " ended_at = COALESCE(subscriptions.ended_at, EXCLUDED.ended_at),"
+            " end_reason = COALESCE(subscriptions.end_reason, EXCLUDED.end_reason),"
             " coupon_name = EXCLUDED.coupon_name, coupon = EXCLUDED.coupon,"
             " coupon_redeemed_at = EXCLUDED.coupon_redeemed_at, tax_rates = EXCLUDED.tax_rates,"
             " buyer = EXCLUDED.buyer, updated_at = now()"
@@ -221,6 +223,19 @@ async def record_plan_change(conn: AsyncConnection, uid: str, change: PlanChange
             "tn": change.to_plan_name,
             "tp": json.dumps(change.to_plan.to_wire()),
         },
+    )
+
+
+async def record_stripe_ids(
+    conn: AsyncConnection, uid: str, customer_id: str, subscription_id: str
+) -> None:
+    """The ids of the subscription's Stripe objects, by which the webhook worker finds it."""
+    await conn.execute(
+        text(
+            "UPDATE subscriptions SET stripe_customer_id = :customer,"
+            " stripe_subscription_id = :subscription, updated_at = now() WHERE uid = :uid"
+        ),
+        {"uid": uid, "customer": customer_id, "subscription": subscription_id},
     )
 
 
@@ -275,6 +290,12 @@ async def billing_facts(conn: AsyncConnection, subscription_uid: str) -> Invoice
             {"uid": subscription_uid},
         )
     ).one()
+    stripe = (
+        await conn.execute(
+            text("SELECT stripe_status, stripe_status_at FROM subscriptions WHERE uid = :uid"),
+            {"uid": subscription_uid},
+        )
+    ).first()
     latest = (
         await conn.execute(
             text(
@@ -286,7 +307,12 @@ async def billing_facts(conn: AsyncConnection, subscription_uid: str) -> Invoice
         )
     ).first()
     return InvoiceFacts(
-        BillingFacts(overdue_since=due.overdue_since, amount_due=int(due.amount_due)),
+        BillingFacts(
+            overdue_since=due.overdue_since,
+            amount_due=int(due.amount_due),
+            stripe_status=stripe.stripe_status if stripe else None,
+            stripe_status_at=stripe.stripe_status_at if stripe else None,
+        ),
         None
         if latest is None
         else LatestInvoice(

@@ -413,7 +413,9 @@ class StripeMock:
         binary = ensure_tools("stripe-mock")["stripe-mock"]
         self.state.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        argv = [str(binary), "-http-port", str(self.port), "-https-port", str(free_port())]
+        # Loopback only: a test server has no business on the machine's other addresses.
+        argv = [str(binary), "-http-addr", f"127.0.0.1:{self.port}",
+                "-https-addr", f"127.0.0.1:{free_port()}"]  # fmt: skip
         self.service = spawn("stripe-mock", argv, self.state)
         wait_until(
             lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() is None,

@@ -15,6 +15,7 @@ from tenantry.operator.keys import RevocationList, SigningKeys
 from tenantry.operator.kube import Cluster
 from tenantry.operator.provisioning import Chart
 from tenantry.operator.settings import OperatorSettings
+from tenantry.operator.stripe.client import Stripe
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Context:
     keys: SigningKeys
     revocations: RevocationList
     database: AsyncEngine | None = None
+    stripe: Stripe | None = None  # None: Stripe is off, and never called
     clock: Clock = system_clock
     _locks: defaultdict[Any, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)

@@ -4,13 +4,20 @@
                     by itself (a nudge or a retry reconciles it again)
     InvalidSpec     the spec is wrong; the message names the field and the fix,
                     and nothing changes until someone edits the object
+    StripeRefused   (an InvalidSpec) Stripe refused a request: a parameter it
+                    rejects, a declined card, a key it does not accept; the
+                    message is Stripe's
     kopf.TemporaryError
                     the cluster, helm or the database failed for a moment;
                     kopf retries after its delay
+    StripeUnavailable
+                    (a kopf.TemporaryError) Stripe did not answer, failed, or
+                    asked to slow down
 
 Kubernetes API errors become temporary errors through `retry_later`,
-SQLAlchemy errors through `database`; pydantic validation errors become
-InvalidSpec messages through `spec_error`.
+SQLAlchemy errors through `database`, Stripe's errors through
+`Stripe.calling` (operator/stripe/client.py); pydantic validation errors
+become InvalidSpec messages through `spec_error`.
 """
 
 from __future__ import annotations
@@ -40,6 +47,17 @@ class InvalidSpec(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class StripeRefused(InvalidSpec):
+    """Stripe refused a request; retrying it unchanged gets the same answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="StripeRefused")
+
+
+class StripeUnavailable(kopf.TemporaryError):
+    """Stripe did not answer, failed, or asked to slow down; retried after `delay`."""
 
 
 def spec_error(error: ValidationError, prefix: str = "spec") -> str:

@@ -20,6 +20,9 @@ from tenantry.operator.keys import RevocationList, SigningKeys
 from tenantry.operator.kube import Cluster
 from tenantry.operator.provisioning import Chart
 from tenantry.operator.settings import OperatorSettings
+from tenantry.operator.stripe import client as stripe_client
+from tenantry.operator.stripe import customers as stripe_customers
+from tenantry.operator.stripe import plans as stripe_plans
 
 log = logging.getLogger("tenantry.operator")
 
@@ -43,6 +46,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         )
         settings.persistence.finalizer = "tenantry.io/finalizer"
         settings.posting.level = logging.INFO
+        # Stripe's library logs every request at INFO, URLs (and the emails in them) included.
+        logging.getLogger("stripe").setLevel(logging.WARNING)
         settings.watching.server_timeout = 300
         settings.batching.batch_window = 0.05
         # A timer still running when its object is deleted is checked again after this
@@ -79,7 +84,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             if config.database_url
             else None,
             clock=clock.from_environment(),
+            stripe=stripe_client.Stripe.from_settings(config),
         )
+        if stripe_client.enabled(config):
+            log.info("Keeping Stripe in step (%s)", config.stripe_api_base or "api.stripe.com")
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -94,11 +102,16 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             await ctx.cluster.client.close()
             if ctx.database is not None:
                 await ctx.database.dispose()
+            if ctx.stripe is not None:
+                await ctx.stripe.close()
 
     tenant.register(registry, context_of, config.drift_interval)
     apikey.register(registry, context_of)
     subscription.register(registry, context_of, config.subscription_interval)
     pricebook.register(registry, context_of, config.drift_interval)
+    if stripe_client.enabled(config):
+        stripe_customers.register(registry)
+        stripe_plans.register(registry, context_of)
     return registry
 
 

@@ -1,5 +1,6 @@
 """Handlers of the Coupon and TaxRate kinds: their specs checked, a Coupon's redemptions
-counted. Subscriptions read both (see `subscription.py`); these only report."""
+counted, and with Stripe on their Stripe counterparts kept in step. Subscriptions read
+both (see `subscription.py`); these only report."""
 
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ from tenantry.core.resources import (
 from tenantry.db import subscriptions as repository
 from tenantry.operator import errors
 from tenantry.operator.context import Context
+from tenantry.operator.errors import StripeUnavailable
 from tenantry.operator.reconcile import Logger, prior_status, reconciling
+from tenantry.operator.stripe import pricebook as stripe_pricebook
 
 
-async def reconcile_coupon(ctx: Context, body: kopf.Body, logger: Logger) -> dict[str, Any]:
+async def reconcile_coupon(
+    ctx: Context, body: kopf.Body, logger: Logger
+) -> tuple[dict[str, Any], StripeUnavailable | None]:
+    """The Coupon's status and, when Stripe was unavailable, what to retry."""
     prior = prior_status(body, CouponStatus)
+    retry = None
     async with reconciling(body, prior.conditions, logger, now=ctx.clock()) as r:
         spec = r.spec(CouponSpec)
         redemptions = None
@@ -41,16 +48,28 @@ async def reconcile_coupon(ctx: Context, body: kopf.Body, logger: Logger) -> dic
             r.observe(condition(READY, False, "Expired", f"Redeemable until {spec.redeem_by}."))
         else:
             r.observe(condition(READY, True, "Redeemable", "Subscriptions may name it."))
-    return r.status()
+        if ctx.stripe is not None:
+            retry = await stripe_pricebook.keep_coupon_in_step(
+                ctx.stripe, r, spec, prior.stripe_id, logger
+            )
+    return r.status(), retry
 
 
-async def reconcile_tax_rate(ctx: Context, body: kopf.Body, logger: Logger) -> dict[str, Any]:
+async def reconcile_tax_rate(
+    ctx: Context, body: kopf.Body, logger: Logger
+) -> tuple[dict[str, Any], StripeUnavailable | None]:
+    """The TaxRate's status and, when Stripe was unavailable, what to retry."""
     prior = prior_status(body, TaxRateStatus)
+    retry = None
     async with reconciling(body, prior.conditions, logger, now=ctx.clock()) as r:
         spec = r.spec(TaxRateSpec)
         kind = "inclusive" if spec.inclusive else "exclusive"
         r.observe(condition(READY, True, "Valid", f"{spec.percentage}% {kind}."))
-    return r.status()
+        if ctx.stripe is not None:
+            retry = await stripe_pricebook.keep_tax_rate_in_step(
+                ctx.stripe, r, spec, prior.stripe_id, logger
+            )
+    return r.status(), retry
 
 
 def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> None:
@@ -64,11 +83,17 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
                 registry=registry)  # fmt: skip
     async def report_coupon(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any,
                             **_: Any) -> None:  # fmt: skip
-        patch.status.update(await reconcile_coupon(ctx_of(memo), body, logger))
+        status, retry = await reconcile_coupon(ctx_of(memo), body, logger)
+        patch.status.update(status)
+        if retry is not None:
+            raise retry
 
     @kopf.on.resume(*tax_rates, id="report", registry=registry)
     @kopf.on.create(*tax_rates, id="report", registry=registry)
     @kopf.on.update(*tax_rates, id="report", field="spec", registry=registry)
     async def report_tax_rate(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any,
                               **_: Any) -> None:  # fmt: skip
-        patch.status.update(await reconcile_tax_rate(ctx_of(memo), body, logger))
+        status, retry = await reconcile_tax_rate(ctx_of(memo), body, logger)
+        patch.status.update(status)
+        if retry is not None:
+            raise retry

@@ -6,14 +6,19 @@ import datetime as dt
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tenantry.core.outbound import Endpoints
 
 _REPO_CHART = Path(__file__).resolve().parent.parent / "charts" / "customer-instance"
 
 
 class OperatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TENANTRY_OPERATOR_", frozen=True)
+    # Errors do not repeat what was refused: it may be a secret (webhooks, Stripe).
+    model_config = SettingsConfigDict(
+        env_prefix="TENANTRY_OPERATOR_", frozen=True, hide_input_in_errors=True
+    )
 
     namespace: str = Field(
         default="tenantry-system",
@@ -59,6 +64,25 @@ class OperatorSettings(BaseSettings):
         gt=0,
         description="Seconds between passes over each Subscription: trials end, periods turn "
         "and invoices fall due with time alone.",
+    )
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe secret key: with it, Plans, Tenants, Subscriptions, Coupons and "
+        "TaxRates are kept in step with Stripe.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Stripe's API address; only for stripe-mock in tests."
+    )
+    stripe_customer_on_delete: Literal["keep", "delete"] = Field(
+        default="keep",
+        description="What a deleted Tenant does to its Stripe Customer: keep it (invoices and "
+        "payments stay), or delete it (to erase personal data).",
+    )
+    webhooks: Endpoints = Field(
+        default=(),
+        validation_alias="TENANTRY_WEBHOOKS",
+        description="Webhooks out (a JSON list, the API's TENANTRY_WEBHOOKS): subscription and "
+        "tenant events are enqueued for the API to deliver (needs database_url).",
     )
     namespace_prefix: str = "tenant-"
     database_url: str | None = Field(

@@ -46,10 +46,11 @@ from tenantry.core.resources import (
     TenantSpec,
 )
 from tenantry.db import subscriptions as repository
-from tenantry.operator import errors
+from tenantry.operator import errors, outbound
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, NotReady, spec_error
 from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling
+from tenantry.operator.stripe import subscriptions as stripe_subscriptions
 
 TERMS_APPLIED = "TermsApplied"
 
@@ -142,10 +143,11 @@ async def reconcile(
     coupon: Mapping[str, Any] | None,
     tax_rates: Mapping[str, Mapping[str, Any] | None],
     logger: Logger,
+    stripe_refs: stripe_subscriptions.Refs | None = None,
 ) -> dict[str, Any]:
     prior = prior_status(body, SubscriptionStatus)
     async with reconciling(body, prior.conditions, logger, now=ctx.clock()) as r:
-        await settle(ctx, r, prior, tenant, plan, coupon, tax_rates, logger)
+        await settle(ctx, r, prior, tenant, plan, coupon, tax_rates, logger, stripe_refs)
     return r.status()
 
 
@@ -158,6 +160,7 @@ async def settle(
     coupon: Mapping[str, Any] | None,
     tax_rates: Mapping[str, Mapping[str, Any] | None],
     logger: Logger,
+    stripe_refs: stripe_subscriptions.Refs | None = None,
 ) -> None:
     spec = r.spec(SubscriptionSpec)
     if ctx.database is None:
@@ -222,6 +225,10 @@ async def settle(
         )
         logger.info(message)
         kopf.info(r.body, reason="PlanChanged", message=message)
+    if ctx.stripe is not None:
+        if base is not None and stripe_refs is not None:
+            await keep_stripe_in_step(ctx, r, prior, terms, stripe_refs, logger)
+        r.set(stripeStatus=facts.facts.stripe_status)
     state = lifecycle.state_at(terms, facts.facts, r.now)
     period = lifecycle.current_period(terms, r.now)
     cycle = terms.cycle
@@ -261,9 +268,34 @@ async def settle(
         message = _transition_message(prior.state, state, terms, facts.facts.amount_due)
         logger.info(message)
         kopf.info(r.body, reason=f"Subscription{_camel(state.value)}", message=message)
+        await outbound.subscription_changed(
+            ctx, r.body, terms, prior.state, state, facts.facts.amount_due
+        )
     if missing is not None:
         raise missing  # after the status above: Ready=False says what is missing
     r.observe(condition(READY, True, _camel(state.value), f"Subscription is {state.value}."))
+
+
+async def keep_stripe_in_step(
+    ctx: Context,
+    r: Reconcile,
+    prior: SubscriptionStatus,
+    terms: Terms,
+    refs: stripe_subscriptions.Refs,
+    logger: Logger,
+) -> None:
+    """The Stripe Subscription in step with the terms; its ids on the row too, where the
+    webhook worker looks them up. A Stripe problem shows in StripeSynced; the timer retries."""
+    assert ctx.stripe is not None
+    assert ctx.database is not None
+    synced = await stripe_subscriptions.keep_in_step(
+        ctx.stripe, r, terms, refs, prior.stripe_subscription_id, logger
+    )
+    if synced is not None:
+        async with errors.database(), ctx.database.begin() as conn:
+            await repository.record_stripe_ids(
+                conn, terms.uid, synced.customer_id, synced.subscription_id
+            )
 
 
 def _camel(value: str) -> str:
@@ -289,7 +321,13 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Logger) -> None:
         stored = await repository.load_terms(conn, body.metadata.uid or "")
         if stored is None or stored.ended_at is not None:
             return
-        await repository.save_terms(conn, lifecycle.ended_now(stored, ctx.clock(), "deleted"))
+        ended = lifecycle.ended_now(stored, ctx.clock(), "deleted")
+        await repository.save_terms(conn, ended)
+        prior = prior_status(body, SubscriptionStatus)
+        await outbound.subscription_changed(
+            ctx, body, ended, prior.state, SubscriptionState.CANCELED, prior.amount_due or 0,
+            conn=conn,
+        )  # fmt: skip
     message = f"Canceled subscription {body.metadata.namespace}/{body.metadata.name}: deleted"
     logger.info(message)
     kopf.info(body, reason="SubscriptionCanceled", message=message)
@@ -333,6 +371,9 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
                 _one(kwargs["coupons_by_name"].get(coupon_name)) if coupon_name else None,
                 {n: _one(kwargs["taxrates_by_name"].get(n)) for n in spec.get("taxRates") or ()},
                 logger,
+                stripe_subscriptions.refs(kwargs, body.metadata.namespace, tenant_name)
+                if ctx.stripe is not None
+                else None,
             )
         patch.status.update(status)
 
@@ -352,6 +393,8 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
         ctx = ctx_of(memo)
         async with ctx.lock(("Subscription", body.metadata.namespace, body.metadata.name)):
             await finalize(ctx, body, logger)
+            if ctx.stripe is not None:
+                await stripe_subscriptions.cancel_now(ctx.stripe, body, logger)
         tenant = (body.spec.get("tenantRef") or {}).get("name")
         if tenant and body.metadata.namespace:
             await ctx.cluster.nudge_tenant(body.metadata.namespace, tenant, "Subscription deleted")

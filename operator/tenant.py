@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from tenantry.core.conditions import READY, Observed, condition
+from tenantry.core.conditions import READY, Observed, condition, find
 from tenantry.core.names import REVOKE_LICENSE_ANNOTATION
 from tenantry.core.periods import BillingCycle
 from tenantry.core.resources import (
@@ -38,7 +38,7 @@ from tenantry.core.resources import (
 from tenantry.db import apikeys as apikeys_repository
 from tenantry.db import subscriptions as subscriptions_repository
 from tenantry.db.licenses import LicenseAction
-from tenantry.operator import errors, history, licensing
+from tenantry.operator import errors, history, licensing, outbound
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, spec_error
 from tenantry.operator.keys import Revocation
@@ -52,6 +52,7 @@ from tenantry.operator.provisioning import (
     tenant_namespace,
 )
 from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling, utcnow
+from tenantry.operator.stripe import customers as stripe_customers
 
 NAMESPACE_READY = "NamespaceReady"
 LICENSE_ISSUED = "LicenseIssued"
@@ -158,6 +159,10 @@ async def provision(
     assert name
     assert namespace
     spec = r.spec(TenantSpec)
+    if ctx.stripe is not None:
+        # First, so a Tenant that cannot be provisioned yet still gets its Customer; a
+        # Stripe problem shows in StripeSynced and the timer retries it.
+        await stripe_customers.keep_in_step(ctx.stripe, r, spec, prior.stripe_customer_id, logger)
     views = subscription_views(subscriptions)
     ended = None if views else await ended_subscription(ctx, body.metadata.uid or "")
     subscription = select_subscription(name, namespace, [ended[0]] if ended else views)
@@ -219,10 +224,16 @@ async def provision(
             f"{', scaled to zero' if desired.suspended else ''}.",
         )
     )
-    r.observe(
-        condition(READY, deployed, "Suspended" if desired.suspended else "Provisioned",
-                  "Instance is suspended." if desired.suspended else "Instance is provisioned.")
-    )  # fmt: skip
+    ready = condition(
+        READY,
+        deployed,
+        "Suspended" if desired.suspended else "Provisioned",
+        "Instance is suspended." if desired.suspended else "Instance is provisioned.",
+    )
+    r.observe(ready)
+    await outbound.tenant_changed(ctx, body, find(prior.conditions, READY), ready,
+                                  plan=desired.plan_name, namespace=desired.namespace,
+                                  state=desired.state)  # fmt: skip
 
 
 async def ended_subscription(
@@ -345,6 +356,8 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
         # Held until the namespace is gone, so a Tenant re-created under the
         # same name never meets the old one's leftovers.
         raise kopf.TemporaryError(f"Waiting for namespace {target} to be deleted", delay=2)
+    if ctx.stripe is not None:
+        await stripe_customers.finalize(ctx.stripe, body, logger)
 
 
 async def revoke_api_keys(ctx: Context, body: kopf.Body, logger: Any) -> None:

@@ -88,6 +88,10 @@ def operator(
             "TENANTRY_OPERATOR_SUBSCRIPTION_INTERVAL": str(SUBSCRIPTION_INTERVAL),
             "TENANTRY_OPERATOR_DATABASE_URL": database,
             "TENANTRY_CLOCK_OFFSET_FILE": str(clock_file),
+            # Webhooks out: the operator enqueues its events for endpoint `suite`; an API
+            # configured with it delivers them (tests/api/test_outbound_webhooks.py).
+            "TENANTRY_WEBHOOKS": '[{"name": "suite", "url": "http://127.0.0.1:9/", "events":'
+            ' ["subscription.*", "tenant.*"], "secret": "suite-operator-webhook-secret"}]',
         },
     )
     try:

@@ -238,6 +238,7 @@ async def billing_run(request: Request, rt: RuntimeDep) -> RunOut:
     if selector is not None:
         tenant_uid = (await existing_tenant(rt.catalog, selector.namespace, selector.name)).uid
     result = await rt.billing.run(tenant_uid=tenant_uid)
+    await rt.collect()
     return RunOut(
         id=result.id,
         state="failed" if result.failed else "succeeded",

@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenantry.api.billing import repository as repo
 from tenantry.api.billing.settings import BillingSettings
 from tenantry.api.errors import Conflict, NotFound, Unprocessable
-from tenantry.core import invoices, lifecycle
+from tenantry.api.outbound.events import Events
+from tenantry.core import invoices, lifecycle, outbound
 from tenantry.core.clock import Clock
 from tenantry.core.invoices import Invoice, InvoiceStatus
 from tenantry.core.lifecycle import Boundary, LateUsage, Terms
@@ -105,10 +106,14 @@ def _discounted(invoices_by_boundary: dict[dt.datetime, repo.InvoiceRow]) -> lis
 
 
 class BillingService:
-    def __init__(self, engine: AsyncEngine, settings: BillingSettings, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: BillingSettings, clock: Clock,
+        events: Events | None = None,
+    ) -> None:  # fmt: skip
         self.engine = engine
         self.settings = settings
         self.clock = clock
+        self.events = events or Events(())  # webhooks out, enqueued with each change
         self.seller = settings.seller()
 
     # ------------------------------------------------------------ runs
@@ -210,6 +215,7 @@ class BillingService:
             await repo.record_billed_many(
                 conn, [(t.uid, i, line) for t, i, w in finals for line in w.lines]
             )
+            await self.events.finalized(conn, [i for _, i, _ in finals], now)
         for terms, invoice_id, write in finals:
             log.info(
                 "Finalized invoice %s for subscription %s/%s: total %d %s",
@@ -394,7 +400,9 @@ class BillingService:
             if amount == invoice.amount_due:
                 await repo.set_status(conn, invoice_id, InvoiceStatus.PAID, now)
             updated = await repo.get_invoice(conn, invoice_id)
-        assert updated is not None
+            assert updated is not None
+            if updated.status == InvoiceStatus.PAID:
+                await self.events.invoice(conn, outbound.INVOICE_PAID, updated, now)
         log.info("Recorded a payment of %d %s on invoice %s", amount, invoice.currency,
                  invoice.number)  # fmt: skip
         return updated
@@ -456,6 +464,8 @@ class BillingService:
             if refreshed.status == InvoiceStatus.OPEN and refreshed.amount_due == 0:
                 await repo.set_status(conn, invoice_id, InvoiceStatus.PAID, now)
                 refreshed = await repo.get_invoice(conn, invoice_id)
+                assert refreshed is not None
+                await self.events.invoice(conn, outbound.INVOICE_PAID, refreshed, now)
         assert refreshed is not None
         return refreshed, number
 

@@ -13,6 +13,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -294,3 +295,58 @@ async def test_a_canceled_subscription_gets_a_final_invoice_without_a_new_base_f
     # Nothing is due on a negative total: it is settled (the credit is the seller's to refund).
     assert final.status == InvoiceStatus.PAID
     assert final.amount_due == 0
+
+
+async def test_final_invoices_are_pushed_to_stripes_drafts(
+    engine: AsyncEngine, stripe_mock: Any
+) -> None:
+    """Tenantry's lines onto Stripe's draft, then finalized there (against stripe-mock,
+    which checks each request against Stripe's API): the number is recorded, once."""
+    import stripe
+
+    from tenantry.api.stripe.collection import Collector, hold_draft
+
+    start = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    terms = await subscribe(engine, start, tax_rates=(TaxRate("VAT", Decimal(19)),))
+    await report(engine, terms.tenant_uid, dt.datetime(2026, 1, 20, tzinfo=UTC), 3000)
+    clock = Clock(dt.datetime(2026, 2, 1, 2, tzinfo=UTC))
+    svc = service(engine, clock)
+    await svc.run(tenant_uid=terms.tenant_uid)
+    february = (await invoices(svc, terms))[-1]
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE subscriptions SET stripe_customer_id = 'cus_test' WHERE uid = :u"),
+            {"u": terms.uid},
+        )
+        await conn.execute(
+            text("UPDATE invoices SET stripe_invoice_id = :s WHERE id = CAST(:i AS uuid)"),
+            {"s": f"in_{terms.uid[:8]}", "i": february.id},
+        )
+    sent: list[tuple[str, str]] = []
+
+    class Recording(stripe.AIOHTTPClient):  # type: ignore[misc]
+        async def request_async(
+            self, method: str, url: str, headers: Any, post_data: Any = None
+        ) -> Any:  # noqa: E501
+            sent.append((method.upper(), url.split("/v1/", 1)[-1].split("?")[0]))
+            return await super().request_async(method, url, headers, post_data)
+
+    client = stripe.StripeClient(
+        "sk_test_123", http_client=Recording(), base_addresses={"api": stripe_mock.url}
+    )
+    await hold_draft(client, f"in_{terms.uid[:8]}")
+    collector = Collector(client, engine, svc)
+    assert await collector.push_finalized() >= 1
+    items = [path for method, path in sent if path == "invoiceitems"]
+    # The metered line, and the tax: the base fee is the Stripe Subscription's own price.
+    assert len(items) == 2
+    assert ("POST", f"invoices/in_{terms.uid[:8]}/finalize") in sent
+    async with engine.connect() as conn:
+        number = await conn.scalar(
+            text("SELECT stripe_invoice_number FROM invoices WHERE id = CAST(:i AS uuid)"),
+            {"i": february.id},
+        )
+    assert number
+    sent.clear()
+    await collector.push_finalized()
+    assert not [s for s in sent if f"in_{terms.uid[:8]}" in s[1]], "pushed once"

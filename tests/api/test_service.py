@@ -48,6 +48,8 @@ async def test_openapi_matches_what_is_served(api_server: ApiServer) -> None:
         ("post", "/v1/admin/invoices/{invoice_id}/credit-notes"),
         ("post", "/v1/admin/billing-runs"), ("get", "/v1/admin/revenue"),
         ("get", "/v1/invoices"), ("get", "/v1/invoices/{invoice_id}/pdf"),
+        ("post", "/webhooks/stripe"), ("get", "/v1/admin/webhook-deliveries"),
+        ("post", "/v1/admin/webhook-deliveries/{delivery_id}/retry"),
     }  # fmt: skip
     assert {(m, p) for p, ops in paths.items() for m in ops} == served
     schemas = document["components"]["schemas"]

@@ -1,0 +1,1 @@
+"""Stripe, when configured: webhooks in, checkout and portal sessions, invoice items."""

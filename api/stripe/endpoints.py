@@ -1,0 +1,193 @@
+"""`POST /webhooks/stripe`: Stripe's events in, verified, stored once, answered at once.
+
+Invariant: an event is acknowledged only after the commit that stores it, and
+stored only when its signature is Stripe's: a delivery that fails the check
+(signature, secret, age) or is not an event gets a 400 and leaves nothing.
+The event is stored under its id, so Stripe's retries and replays count as
+deliveries of one event; the worker (worker.py) processes it, not this request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import stripe
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tenantry.api.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+    responses,
+)
+from tenantry.api.runtime import Runtime
+from tenantry.api.stripe import repository as repo
+from tenantry.api.usage.endpoints import read_body
+
+router = APIRouter(tags=["stripe"])
+
+
+class WebhookReceived(BaseModel):
+    received: bool = Field(default=True, description="The event is stored.")
+    id: str = Field(description="The event's id (`evt_...`).")
+    duplicate: bool = Field(
+        description="The event was stored before: this delivery is counted, nothing else."
+    )
+
+
+def _refused(code: str, message: str, **details: Any) -> BadRequest:
+    return BadRequest(message, code=code, details=details)
+
+
+def _signed_at(header: str) -> int | None:
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isdigit():
+            return int(value)
+    return None
+
+
+def verified(body: bytes, header: str | None, secret: str, tolerance: int) -> repo.NewEvent:
+    """The event in `body` if `header` is Stripe's signature of it under `secret`, made
+    at most `tolerance` seconds ago; BadRequest saying what is wrong otherwise."""
+    try:
+        payload = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _refused(
+            "malformed_event", "The body is not UTF-8 text: it is not from Stripe."
+        ) from None
+    if not header:
+        raise _refused(
+            "missing_signature",
+            "There is no Stripe-Signature header: only Stripe's signed events are accepted here.",
+        )
+    try:
+        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance)
+    except stripe.SignatureVerificationError:
+        try:  # the same check without the age limit tells an old signature from a wrong one
+            stripe.WebhookSignature.verify_header(payload, header, secret, None)
+        except stripe.SignatureVerificationError:
+            raise _refused(
+                "invalid_signature",
+                "The Stripe-Signature header does not match this body under the configured "
+                "signing secret: check that TENANTRY_STRIPE_WEBHOOK_SECRET is the signing "
+                "secret (whsec_...) of this endpoint in Stripe, and that nothing on the way "
+                "rewrites the body.",
+            ) from None
+        signed = _signed_at(header) or 0
+        raise _refused(
+            "signature_expired",
+            f"The signature was made at {signed}, more than {tolerance} s ago "
+            "(TENANTRY_STRIPE_WEBHOOK_TOLERANCE): a delayed or replayed request. Stripe signs "
+            "each retry anew; check this server's clock.",
+            signed_at=signed,
+            tolerance_seconds=tolerance,
+        ) from None
+    return _event(payload)
+
+
+class _Object(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    id: str | None = None
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    object: _Object
+
+
+class _EventHead(BaseModel):
+    """What is read of an event on its way in; the rest is stored as it came. Parsing
+    only this is half the cost of a whole JSON parse, and still checks it is JSON."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    id: str = Field(min_length=1)
+    object: str
+    type: str = Field(min_length=1)
+    created: int
+    data: _Data
+
+
+def _event(payload: str) -> repo.NewEvent:
+    try:
+        head = _EventHead.model_validate_json(payload)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in error.errors(include_url=False)[:3]
+        )
+        raise _refused(
+            "malformed_event",
+            f"The body is not a Stripe event ({problems}).",
+        ) from None
+    if head.object != "event":
+        thin = head.object.startswith("v2.")
+        hint = " Thin events (v2) are not supported: send snapshot events." if thin else ""
+        raise _refused(
+            "malformed_event", f"The body is a {head.object!r}, not a Stripe event.{hint}"
+        )
+    return repo.NewEvent(
+        id=head.id,
+        type=head.type,
+        created=dt.datetime.fromtimestamp(head.created, dt.UTC),
+        object_id=head.data.object.id,
+        payload=payload,
+    )
+
+
+NOT_CONFIGURED = (
+    "Stripe is not configured here: set TENANTRY_STRIPE_API_KEY and "
+    "TENANTRY_STRIPE_WEBHOOK_SECRET (the endpoint's signing secret, whsec_...) and "
+    "restart the API."
+)
+
+
+@router.post(
+    "/webhooks/stripe",
+    status_code=202,
+    response_model=WebhookReceived,
+    summary="Stripe's webhook events (signed by Stripe; no Tenantry credentials)",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "Stripe-Signature",
+                "in": "header",
+                "required": True,
+                "description": "Stripe's signature of the body.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "description": "A Stripe event (snapshot payload), exactly as Stripe sent it.",
+        },
+    },
+    responses=responses(BadRequest, PayloadTooLarge, Unprocessable, Unavailable),
+)
+async def stripe_webhook(request: Request) -> JSONResponse:
+    """Verified with the endpoint's signing secret, stored under the event's id, and
+    answered 202 once stored; a worker then processes it. A replay of a stored event
+    is counted and changes nothing. 400 for a delivery that is not Stripe's (bad,
+    missing or expired signature, or not an event) and 422 for an event PostgreSQL
+    cannot hold: nothing of either is stored. 503 while the database is away, or when
+    Stripe is not configured here."""
+    # No dependencies, the header read by hand: this route is on Stripe's clock.
+    rt: Runtime = request.app.state.runtime
+    worker = rt.stripe
+    if worker is None or worker.settings.webhook_secret is None:
+        raise Unavailable(NOT_CONFIGURED, code="stripe_not_configured")
+    secret = worker.settings.webhook_secret.get_secret_value()
+    body = await read_body(request, rt.settings.max_body_bytes)
+    signature = request.headers.get("stripe-signature")
+    event = verified(body, signature, secret, worker.settings.webhook_tolerance)
+    new = await worker.store(event)
+    # Built by hand: a model validated and serialized per delivery costs more than the check.
+    return JSONResponse({"received": True, "id": event.id, "duplicate": not new}, status_code=202)

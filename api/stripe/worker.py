@@ -1,0 +1,309 @@
+"""Stripe's events, stored as they arrive and processed in the background: each once,
+on any number of replicas.
+
+Storing: a delivery that finds no write on its way writes at once, itself and
+whatever has queued; deliveries that arrive meanwhile go together in the next
+write. A write is one statement in autocommit (one round trip, one commit) on
+a connection kept for storing. Each request gets its answer only after the
+commit that holds its event. A group that fails for a reason other than the
+database being away is written again one event at a time, so an event
+PostgreSQL refuses fails only its own request.
+
+Processing. Invariant: an event's effects and the mark that it is done commit
+together, in one transaction that holds the event's row lock from its claim
+to its end. So one worker at a time processes an event (`FOR UPDATE SKIP
+LOCKED`: the others take the next one), and a worker that dies mid-event
+leaves nothing behind: its transaction rolls back, the event is pending again
+and any replica takes it. The only effect that commits apart, a payment, is
+recorded under a reference a retry repeats (see handlers.py).
+
+A handler that fails runs under a savepoint, so the failure is recorded in the
+same transaction: the event waits `BACKOFF_BASE * 2**(attempts-1)` seconds (at
+most BACKOFF_CAP) and is retried; it is `failed` after MAX_ATTEMPTS, or at once
+when the handler refuses it. Events are claimed in the order they fall due
+(received, or retried), then by Stripe's `created`; between events of one
+subscription, order is the handlers' concern (an older event never overwrites
+a newer status, whatever the order they are processed in). A replay that
+arrives while its event is processed waits for that transaction to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import stripe
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tenantry.api.billing.service import BillingService
+from tenantry.api.errors import Unavailable, Unprocessable
+from tenantry.api.stripe import handlers
+from tenantry.api.stripe import repository as repo
+from tenantry.api.stripe.settings import StripeSettings
+
+log = logging.getLogger("tenantry.api.stripe")
+
+POLL_INTERVAL = 1.0
+"""Seconds between looks for due events (retries, other replicas' events); an event
+this replica stores wakes it at once."""
+MAX_ATTEMPTS = 20
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 3600.0
+"""With these, an event is retried for about nine hours: long enough for Tenantry's
+billing run to draft and finalize the invoice a Stripe event names."""
+ERROR_PAUSE = 5.0
+"""Seconds the loop waits after the database failed it."""
+MAX_GROUP = 500
+"""Events stored in one statement at most."""
+QUIET = 0.05
+MAX_DEFER = 1.0
+"""Acknowledging comes first: Stripe waits for it, and retries what it does not get in
+time. The worker processes an event only once nothing has been stored in this process
+for QUIET seconds, or once it has waited MAX_DEFER, so a burst of deliveries is
+answered first and processed right after, and a steady stream is still processed."""
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next try of an event that has failed `attempts` times."""
+    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempts - 1)))
+
+
+@dataclass
+class _Pending:
+    event: repo.NewEvent
+    future: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class StripeWorker:
+    """Stores received events (`store`) and processes them in the background."""
+
+    def __init__(
+        self, engine: AsyncEngine, settings: StripeSettings, billing: BillingService
+    ) -> None:
+        assert settings.api_key is not None
+        self.engine = engine
+        self.settings = settings
+        self.billing = billing
+        self._http = stripe.AIOHTTPClient()
+        self.client = stripe.StripeClient(
+            settings.api_key.get_secret_value(),
+            http_client=self._http,
+            base_addresses={"api": settings.api_base} if settings.api_base else None,
+        )
+        """Stripe's API, built once per process (aiohttp: asynchronous calls only)."""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: list[_Pending] = []
+        self._writing = False
+        self._store: tuple[AsyncConnection, psycopg.AsyncConnection[Any]] | None = None
+        self._writer: asyncio.Task[None] | None = None  # kept referenced while it runs
+        self._stored_at = 0.0  # the event loop's time of the last delivery
+
+    @classmethod
+    def start_if_enabled(
+        cls, settings: StripeSettings, engine: AsyncEngine, billing: BillingService
+    ) -> StripeWorker | None:
+        """The running worker when Stripe is configured (an API key); None otherwise."""
+        if not settings.enabled:
+            return None
+        worker = cls(engine, settings, billing)
+        worker._task = asyncio.create_task(worker._run())
+        if settings.webhook_secret is None:
+            log.warning(
+                "TENANTRY_STRIPE_WEBHOOK_SECRET is not set: POST /webhooks/stripe refuses "
+                "every event until it is"
+            )
+        return worker
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._store is not None:
+            await self._store[0].close()
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------ storing
+
+    async def store(self, event: repo.NewEvent) -> bool:
+        """Store a verified event; True when it is new, False for a replay. Returns
+        after the commit that holds it."""
+        pending = _Pending(event)
+        self._pending.append(pending)
+        self._stored_at = asyncio.get_running_loop().time()
+        if not self._writing:
+            # No write on its way: this request writes what is queued (itself first), and
+            # leaves what comes meanwhile to a task, so its own answer waits for no other.
+            self._writing = True
+            try:
+                await self._write_next()
+            finally:
+                if self._pending:
+                    self._writer = asyncio.create_task(self._write_rest())
+                else:
+                    self._writing = False
+        return await pending.future
+
+    async def _write_rest(self) -> None:
+        try:
+            while self._pending:
+                await self._write_next()
+        finally:
+            self._writing = False
+
+    async def _write_next(self) -> None:
+        group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        try:
+            await self._commit(group)
+        except _UNAVAILABLE as error:
+            _fail(group, _unavailable(error))
+        except Exception as error:
+            if len(group) == 1:
+                _fail(group, _refused(error))
+                return
+            for pending in group:  # find the event at fault: each on its own
+                try:
+                    await self._commit([pending])
+                except _UNAVAILABLE as alone:
+                    _fail([pending], _unavailable(alone))
+                except Exception as alone:
+                    _fail([pending], _refused(alone))
+        except BaseException:
+            # Cancelled mid-write: committed or not, nobody can tell; a replay is safe.
+            _fail(group, _unavailable(None))
+            raise
+
+    async def _commit(self, group: Sequence[_Pending]) -> None:
+        if self._store is None:
+            # One connection for storing, kept (writes go one at a time): taking one from
+            # the pool each time would cost as much again as the statement.
+            conn = await self.engine.connect()
+            # One statement, its own transaction: committed when it returns.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(raw, psycopg.AsyncConnection)
+            with contextlib.suppress(psycopg.Error):
+                # Bodies are stored compressed: lz4 costs a third of PostgreSQL's default,
+                # pglz, per event. (Without lz4 in the server, pglz it stays.)
+                await raw.execute("SET default_toast_compression = lz4")
+            self._store = (conn, raw)
+        conn, raw = self._store
+        try:
+            new = await repo.store_events(raw, [p.event for p in group])
+        except _UNAVAILABLE:
+            self._store = None
+            with contextlib.suppress(Exception):  # the next write takes a new connection
+                await conn.invalidate()
+                await conn.close()
+            raise
+        if new:
+            self._wake.set()
+        for pending in group:
+            # The same id twice in one group (racing deliveries): the first is new.
+            fresh = pending.event.id in new
+            new.discard(pending.event.id)
+            if not pending.future.done():
+                pending.future.set_result(fresh)
+
+    # ------------------------------------------------------------ processing
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                while await self._quiet() and await self.process_one():
+                    pass
+            except Exception as error:
+                log.warning("Processing Stripe events failed: %s", error)
+                await asyncio.sleep(ERROR_PAUSE)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
+    async def _quiet(self) -> bool:
+        """Wait until no delivery has come for QUIET seconds, MAX_DEFER at most."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_DEFER
+        for _ in range(round(MAX_DEFER / QUIET) + 1):
+            wait = min(self._stored_at + QUIET, deadline) - loop.time()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        return True
+
+    async def process_one(self) -> bool:
+        """Claim the oldest due event and process it; False when none is due."""
+        async with self.engine.begin() as conn:
+            claimed = await repo.claim(conn)
+            if claimed is None:
+                return False
+            ctx = handlers.Context(conn, self.billing, self.client)
+            try:
+                async with conn.begin_nested():
+                    event = handlers.StripeEvent.from_payload(claimed.payload)
+                    outcome = await handlers.dispatch(ctx, event)
+            except Exception as error:
+                await self._failed(ctx, claimed, error)
+                return True
+            await repo.finish(conn, claimed.id, outcome.state)
+        log.info("%s Stripe event %s (%s): %s", outcome.state.capitalize(), claimed.id,
+                 claimed.type, outcome.note)  # fmt: skip
+        return True
+
+    async def _failed(self, ctx: handlers.Context, claimed: repo.Claimed, error: Exception) -> None:
+        attempts = claimed.attempts + 1
+        message = f"{type(error).__name__}: {error}"
+        if isinstance(error, handlers.Refused) or attempts >= MAX_ATTEMPTS:
+            await repo.fail(ctx.conn, claimed.id, message)
+            log.error("Failed Stripe event %s (%s) after %d attempts: %s", claimed.id,
+                      claimed.type, attempts, message)  # fmt: skip
+            return
+        delay = backoff(attempts)
+        await repo.retry(ctx.conn, claimed.id, delay, message)
+        if isinstance(error, handlers.NotYet):
+            log.info("Postponed Stripe event %s (%s) by %.0f s: %s", claimed.id, claimed.type,
+                     delay, error)  # fmt: skip
+        else:
+            log.warning("Stripe event %s (%s) failed (attempt %d, next in %.0f s): %s",
+                        claimed.id, claimed.type, attempts, delay, message,
+                        exc_info=error)  # fmt: skip
+
+
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError)
+"""The database being away, not the event: storing goes on a new connection next time."""
+
+
+def _unavailable(error: BaseException | None) -> Unavailable:
+    log.warning("Could not store Stripe events: %s", error or "the write was interrupted")
+    return Unavailable(
+        "The event could not be stored (the database is unavailable): Stripe sends it again, "
+        "and nothing is lost.",
+        code="database_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _refused(error: Exception) -> Exception:
+    """PostgreSQL refused the event itself (a value it cannot store): say so."""
+    if not isinstance(error, psycopg.DataError):
+        return error
+    return Unprocessable(
+        f"PostgreSQL cannot store this event ({str(error).strip().splitlines()[0]}); it was "
+        "not stored.",
+        code="unstorable_event",
+    )
+
+
+def _fail(group: Sequence[_Pending], error: Exception) -> None:
+    for pending in group:
+        if not pending.future.done():
+            pending.future.set_exception(error)
