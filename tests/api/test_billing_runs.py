@@ -327,7 +327,7 @@ async def test_final_invoices_are_pushed_to_stripes_drafts(
     class Recording(stripe.AIOHTTPClient):  # type: ignore[misc]
         async def request_async(
             self, method: str, url: str, headers: Any, post_data: Any = None
-        ) -> Any:  # noqa: E501
+        ) -> Any:
             sent.append((method.upper(), url.split("/v1/", 1)[-1].split("?")[0]))
             return await super().request_async(method, url, headers, post_data)
 
