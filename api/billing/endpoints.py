@@ -34,6 +34,8 @@ from tenantry.api.errors import (
     parse_body,
     responses,
 )
+from tenantry.api.paging import decode as decode_cursor
+from tenantry.api.paging import encode as encode_cursor
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import existing_tenant
 from tenantry.api.usage.endpoints import json_body, read_body
@@ -55,37 +57,17 @@ def _invoice_id(raw: str) -> str:
         ) from None
 
 
-def _cursor(raw: str | None) -> tuple[dt.datetime, str] | None:
-    """A page cursor: the boundary and id of the previous page's last invoice."""
-    if raw is None:
-        return None
-    boundary, _, invoice_id = raw.partition("_")
-    try:
-        moment = dt.datetime.strptime(boundary, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
-        return moment, str(uuid.UUID(invoice_id))
-    except ValueError:
-        raise Unprocessable(
-            f"cursor={raw!r} is not a cursor this API gave: pass `nextCursor` from the previous "
-            "page as is.",
-            code="invalid_cursor",
-        ) from None
-
-
-def _next_cursor(invoice: Invoice) -> str:
-    assert invoice.boundary is not None
-    return f"{invoice.boundary.astimezone(dt.UTC):%Y%m%dT%H%M%S.%fZ}_{invoice.id}"
-
-
 async def _tenant_invoices(
     rt: Runtime, tenant_uid: str, limit: int, cursor: str | None, drafts: bool
 ) -> InvoiceList:
-    before = _cursor(cursor)
+    before = decode_cursor(cursor)
     found = await rt.billing.invoices_of_tenant(
         tenant_uid, limit=limit + 1, before=before, include_drafts=drafts
     )
     page = found[:limit]
     # The cursor names the last invoice shown: newer invoices never shift the pages.
-    next_cursor = _next_cursor(page[-1]) if page and len(found) > limit else None
+    last = page[-1] if page and len(found) > limit else None
+    next_cursor = encode_cursor(last.boundary, last.id) if last and last.boundary else None
     return InvoiceList(invoices=[invoice_out(i) for i in page], next_cursor=next_cursor)
 
 

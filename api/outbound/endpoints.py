@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
@@ -19,7 +18,8 @@ from tenantry.api.errors import (
 )
 from tenantry.api.outbound.schemas import DeliveryList, DeliveryOut, delivery_out
 from tenantry.api.outbound.service import no_delivery
-from tenantry.db.outbox import Delivery
+from tenantry.api.paging import decode as decode_cursor
+from tenantry.api.paging import encode as encode_cursor
 
 router = APIRouter()
 admin = [Depends(admin_token)]
@@ -31,26 +31,6 @@ def _delivery_id(raw: str) -> str:
         return str(uuid.UUID(raw))
     except ValueError:
         raise no_delivery(raw) from None
-
-
-def _cursor(raw: str | None) -> tuple[dt.datetime, str] | None:
-    """A page cursor: the creation time and id of the previous page's last delivery."""
-    if raw is None:
-        return None
-    created, _, delivery_id = raw.partition("_")
-    try:
-        moment = dt.datetime.strptime(created, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
-        return moment, str(uuid.UUID(delivery_id))
-    except ValueError:
-        raise Unprocessable(
-            f"cursor={raw!r} is not a cursor this API gave: pass `nextCursor` from the previous "
-            "page as is.",
-            code="invalid_cursor",
-        ) from None
-
-
-def _next_cursor(delivery: Delivery) -> str:
-    return f"{delivery.created_at.astimezone(dt.UTC):%Y%m%dT%H%M%S.%fZ}_{delivery.id}"
 
 
 @router.get(
@@ -73,10 +53,12 @@ async def deliveries(
     cursor: Annotated[str | None, Query(description="`nextCursor` of the previous page.")] = None,
 ) -> DeliveryList:
     found = await rt.outbound.deliveries(
-        limit=limit + 1, state=state, event_type=event_type, before=_cursor(cursor)
+        limit=limit + 1, state=state, event_type=event_type, before=decode_cursor(cursor)
     )
     page = found[:limit]
-    next_cursor = _next_cursor(page[-1]) if page and len(found) > limit else None
+    next_cursor = (
+        encode_cursor(page[-1].created_at, page[-1].id) if page and len(found) > limit else None
+    )
     return DeliveryList(deliveries=[delivery_out(d) for d in page], next_cursor=next_cursor)
 
 
