@@ -1,10 +1,10 @@
 """`make dev`: the whole of Tenantry on this machine, until Ctrl-C.
 
-Starts the local control plane, PostgreSQL and Redis, installs the CRDs,
-runs the API service and the operator as their commands (`tenantry api
-serve`, `tenantry operator`), applies the samples, waits for the sample
-Tenant to be Ready and prints what to type next. Ctrl-C stops everything it
-started, in reverse order. State and logs live in .tenantry/dev/.
+Starts the local control plane, PostgreSQL, Redis and stripe-mock (Stripe is
+on, against it), installs the CRDs, runs the API service and the operator as
+their commands (`tenantry api serve`, `tenantry operator`), applies the
+samples, waits for the sample Tenant to be Ready and prints what to type next.
+Ctrl-C stops everything it started, in reverse order. State and logs live in .tenantry/dev/.
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ import time
 import urllib.request
 from types import FrameType
 
-from testbed import REPO, ControlPlane, Postgres, Redis, Service, TestbedError, ensure_tools, spawn
+from testbed import (
+    REPO,
+    ControlPlane,
+    Postgres,
+    Redis,
+    Service,
+    StripeMock,
+    TestbedError,
+    ensure_tools,
+    spawn,
+)
 
 STATE = REPO / ".tenantry" / "dev"
 KUBECONFIG = REPO / ".tenantry" / "kubeconfig"
@@ -59,10 +69,10 @@ def say(message: str, error: bool = False) -> None:
 
 
 def main() -> int:
-    tools = ensure_tools("etcd", "kube-apiserver", "kube-controller-manager", "helm")
+    tools = ensure_tools("etcd", "kube-apiserver", "kube-controller-manager", "helm", "stripe-mock")
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
-    started: list[ControlPlane | Postgres | Redis | Service] = []
+    started: list[ControlPlane | Postgres | Redis | Service | StripeMock] = []
 
     def stop_all(*_: object) -> None:
         # A second Ctrl-C, or a closed terminal, must not abandon running servers.
@@ -91,6 +101,11 @@ def main() -> int:
         redis = Redis(STATE / "redis")
         started.append(redis)
         redis.start()
+        say("Starting stripe-mock (Stripe's own mock server)…")
+        stripe_mock = StripeMock(STATE / "stripe-mock")
+        started.append(stripe_mock)
+        stripe_mock.start()
+        webhook_secret = f"whsec_{secrets.token_hex(24)}"
 
         kubectl("apply", "-f", str(REPO / "crds"))
         kubectl("wait", "--for", "condition=Established", "crd", "--all", "--timeout=60s")
@@ -105,6 +120,12 @@ def main() -> int:
             "TENANTRY_INTROSPECTION_TOKEN": secrets.token_urlsafe(24),
             "TENANTRY_OPERATOR_HELM": str(tools["helm"]),
             "TENANTRY_OPERATOR_DATABASE_URL": postgres.url,
+            # Stripe on, against stripe-mock: sync out, webhooks in, invoice items.
+            "TENANTRY_STRIPE_API_KEY": "sk_test_tenantry_dev",
+            "TENANTRY_STRIPE_API_BASE": stripe_mock.url,
+            "TENANTRY_STRIPE_WEBHOOK_SECRET": webhook_secret,
+            "TENANTRY_OPERATOR_STRIPE_API_KEY": "sk_test_tenantry_dev",
+            "TENANTRY_OPERATOR_STRIPE_API_BASE": stripe_mock.url,
             "TENANTRY_BILLING_SELLER_NAME": "Example SaaS Ltd",
             "TENANTRY_BILLING_SELLER_COUNTRY": "DE",
         }
@@ -121,6 +142,8 @@ def main() -> int:
             "# Written by `make dev` for this session; removed when it stops.\n"
             f"export TENANTRY_API_URL=http://127.0.0.1:{API_PORT}\n"
             f"export TENANTRY_ADMIN_TOKEN={admin_token}\n"
+            f"export TENANTRY_STRIPE_WEBHOOK_SECRET={webhook_secret}\n"
+            f"export STRIPE_MOCK_URL={stripe_mock.url}\n"
             f"export KUBECONFIG={KUBECONFIG}\n"
         )
         DEV_ENV.chmod(0o600)
