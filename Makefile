@@ -75,7 +75,7 @@ crds: venv ## Render crds/*.yaml from core/resources.py.
 lint: venv tools ## ruff, import layers, mypy, CRDs up to date, helm lint.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	cd $(VENV) && bin/lint-imports --config ../pyproject.toml
+	cd $(VENV) && bin/lint-imports ../pyproject.toml
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p tenantry.license -p tenantry.core -p tenantry.db -p tenantry.operator -p tenantry.api -p tenantry.cli
 	$(VENV)/bin/tenantry crds --check --output crds
 	$$(bash hack/install-tools.sh paths | sed -n 's/^helm=//p') lint --strict charts/customer-instance
