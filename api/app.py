@@ -22,7 +22,9 @@ from tenantry.api.outbound.endpoints import router as outbound_router
 from tenantry.api.quotas.endpoints import router as quotas_router
 from tenantry.api.runtime import Runtime
 from tenantry.api.settings import ApiSettings
+from tenantry.api.signup.endpoints import router as signup_router
 from tenantry.api.stripe.endpoints import router as stripe_router
+from tenantry.api.stripe.session_endpoints import router as stripe_sessions_router
 from tenantry.api.usage.endpoints import OPENAPI_COMPONENTS
 from tenantry.api.usage.endpoints import router as usage_router
 
@@ -67,6 +69,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(licenses_router)
     app.include_router(billing_router)
     app.include_router(outbound_router)
+    app.include_router(stripe_sessions_router)
+    app.include_router(signup_router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"],
                       summary="The process is alive")  # fmt: skip
     app.add_api_route(

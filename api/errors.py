@@ -96,6 +96,18 @@ class QuotaExceeded(ApiError):
     code = "limit_exceeded"
 
 
+class TooManyRequests(ApiError):
+    status_code = 429
+    code = "too_many_requests"
+
+
+class BadGateway(ApiError):
+    """A service Tenantry relies on (Stripe) refused a request Tenantry made for this one."""
+
+    status_code = 502
+    code = "bad_gateway"
+
+
 class Unavailable(ApiError):
     status_code = 503
     code = "service_unavailable"
@@ -146,7 +158,8 @@ def _describe(status: int) -> str:
         409: "Not possible in the current state; retry later.",
         413: "The body is too large.",
         422: "The request failed validation.",
-        429: "Over a plan's limit.",
+        429: "Over a plan's limit, or too many requests from one address.",
+        502: "Stripe refused a request made for this one; its message says why.",
         503: "A dependency is unavailable; retry later.",
     }.get(status, "Error.")
 

@@ -21,12 +21,16 @@ from tenantry.api.billing.pdf import PdfRenderer
 from tenantry.api.billing.service import BillingService
 from tenantry.api.billing.settings import BillingSettings
 from tenantry.api.licenses.service import LicenseService
+from tenantry.api.links import Links
 from tenantry.api.outbound.service import Outbound
 from tenantry.api.outbound.settings import WebhookSettings
 from tenantry.api.quotas.counters import Counters
 from tenantry.api.quotas.service import QuotaService, drain_stale_counters
 from tenantry.api.settings import ApiSettings
+from tenantry.api.signup.service import Signup
+from tenantry.api.signup.settings import SignupSettings
 from tenantry.api.stripe.collection import Collector
+from tenantry.api.stripe.sessions import Sessions
 from tenantry.api.stripe.settings import StripeSettings
 from tenantry.api.stripe.worker import StripeWorker
 from tenantry.api.tally import Tally
@@ -63,7 +67,10 @@ class Runtime:
     billing: BillingService
     pdf: PdfRenderer
     outbound: Outbound
+    links: Links
     stripe: StripeWorker | None = None  # when Stripe is configured
+    sessions: Sessions | None = None  # Checkout and the portal, when Stripe is configured
+    signup: Signup | None = None  # when TENANTRY_SIGNUP_NAMESPACE is set
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -137,6 +144,7 @@ class Runtime:
             billing=BillingService(engine, billing_settings, now, events=outbound.events),
             pdf=PdfRenderer(),
             outbound=outbound,
+            links=Links(settings.admin_token.get_secret_value()),
         )
         counters.on_recovery = lambda: drain_stale_counters(engine, counters)
         if not await runtime.counters.ping():
@@ -150,7 +158,20 @@ class Runtime:
         outbound.start()
         if billing_settings.run_interval > 0:
             runtime._tasks.append(asyncio.create_task(runtime._bill()))
-        runtime.stripe = StripeWorker.start_if_enabled(StripeSettings(), engine, runtime.billing)
+        stripe_settings = StripeSettings()
+        runtime.stripe = StripeWorker.start_if_enabled(
+            stripe_settings, engine, runtime.billing, kube
+        )
+        if runtime.stripe is not None:
+            runtime.sessions = Sessions(runtime.stripe.client, kube, stripe_settings)
+        signup = SignupSettings()
+        if signup.enabled:
+            runtime.signup = Signup(signup, kube, redis, runtime.links, fail_open)
+            if runtime.stripe is not None and not stripe_settings.checkout_success_url:
+                log.warning(
+                    "Signup answers without a checkout link until "
+                    "TENANTRY_STRIPE_CHECKOUT_SUCCESS_URL is set"
+                )
         return runtime
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -19,6 +19,8 @@ TENANT_NAMESPACE_LABEL: Final = _A + "tenant-namespace"
 """On a tenant's namespace: the namespace of the Tenant object that owns it."""
 APIKEY_UID_LABEL: Final = _A + "apikey-uid"
 """On an API key's Secret: the uid of the ApiKey that wrote it."""
+SIGNUP_LABEL: Final = {_A + "signup": "true"}
+"""On a Tenant and Subscription that `POST /v1/signup` made."""
 SIGNING_KEYS_LABEL: Final = {_A + "signing-keys": "true"}
 REVOCATIONS_LABEL: Final = {_A + "revocations": "true"}
 PUBLIC_KEYS_LABEL: Final = {_A + "public-keys": "true"}

@@ -27,7 +27,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 UNLIMITED = -1
 """A limit of -1 means the plan sets no limit on that metric."""
 
-_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""A DNS label (RFC 1123): what namespaces and Tenantry's objects are named."""
+_NAME = NAME_PATTERN
 _METRIC = r"^[a-z][a-z0-9_]{0,62}$"
 
 DnsLabel = Annotated[str, Field(pattern=_NAME, max_length=63)]

@@ -5,9 +5,12 @@ marks it handled, so they land once or not at all; the one effect outside it,
 a payment, goes through `BillingService.record_payment` under a reference
 Stripe gives once per invoice (its id), so a retry records nothing twice.
 
-Effects are facts in PostgreSQL only (Stripe's status, ids, links, payments):
-the operator's Subscription timer turns them into states, suspensions and
-licenses. Kubernetes is never written from here.
+Effects are facts in PostgreSQL (Stripe's status, ids, links, payments): the
+operator's Subscription timer turns them into states, suspensions and
+licenses. Kubernetes is written in one case: a change the customer made in
+Stripe (the portal's plan change or cancellation) moves the Subscription's
+spec, `planRef` and `cancelAtPeriodEnd`, so cluster and Stripe agree; the
+operator then prices the change as any.
 
 Invoices: a Stripe invoice stands for the Tenantry invoice its metadata names
 (`tenantry_invoice_id`), else for the invoice of the subscription it names
@@ -42,6 +45,7 @@ from tenantry.api.billing.service import BillingService
 from tenantry.api.errors import ApiError
 from tenantry.api.stripe import collection
 from tenantry.api.stripe import repository as repo
+from tenantry.api.tenants.kube import Kube
 from tenantry.core import outbound
 from tenantry.core.invoices import Invoice, InvoiceStatus
 
@@ -112,6 +116,7 @@ class Context:
     conn: AsyncConnection
     billing: BillingService
     client: stripe.StripeClient
+    kube: Kube
 
 
 Handler = Callable[[Context, StripeEvent], Awaitable[Outcome]]
@@ -197,7 +202,9 @@ def next_status(
 async def _subscription_row(
     ctx: Context, event: StripeEvent
 ) -> tuple[repo.StripeSubscription | None, str]:
-    """Tenantry's subscription for a Stripe Subscription (locked), or why there is none."""
+    """Tenantry's subscription for a Stripe Subscription (locked), or why there is none;
+    the Stripe Subscription's ids and schedule (start, billing cycle anchor) recorded on it.
+    """
     obj = event.object
     stripe_id = object_id(obj.get("id"))
     uid = metadata(obj).get(SUBSCRIPTION_KEY)
@@ -213,6 +220,12 @@ async def _subscription_row(
         await repo.link_subscription(
             ctx.conn, row.uid, customer_id=object_id(obj.get("customer")), subscription_id=stripe_id
         )
+    started, anchor = obj.get("start_date"), obj.get("billing_cycle_anchor")
+    if isinstance(started, int) and isinstance(anchor, int):
+        await repo.record_cycle(
+            ctx.conn, row.uid, started_at=timestamp(started), anchor=timestamp(anchor),
+            seen_at=event.created,
+        )  # fmt: skip
     return row, ""
 
 
@@ -236,11 +249,62 @@ async def _apply_status(
 
 
 async def subscription_changed(ctx: Context, event: StripeEvent) -> Outcome:
-    """customer.subscription.created|updated|trial_will_end: Stripe's status, in order."""
+    """customer.subscription.created|updated|trial_will_end: Stripe's status, in order;
+    and a plan change or cancellation made in Stripe, onto the Subscription's spec."""
     row, why = await _subscription_row(ctx, event)
     if row is None:
         return ignored(why)
-    return handled(await _apply_status(ctx, event, row, terminal=False))
+    note = await _apply_status(ctx, event, row, terminal=False)
+    if event.type == "customer.subscription.updated":
+        note += await _follow_stripe(ctx, event, row.uid)
+    return handled(note)
+
+
+def stripe_plan(subscription: Mapping[str, Any]) -> str | None:
+    """The Plan whose Price the Stripe Subscription is on (the operator names it in the
+    Price's metadata, `tenantry_plan`); None for a Price that is not a Plan's."""
+    items = (subscription.get("items") or {}).get("data") or []
+    if len(items) != 1:
+        return None
+    price = items[0].get("price")
+    return metadata(price).get("tenantry_plan") if isinstance(price, Mapping) else None
+
+
+def spec_changes(event: StripeEvent, plan_name: str, cancels: bool) -> dict[str, Any]:
+    """What a `customer.subscription.updated` changed in Stripe that the Subscription's
+    spec says otherwise: its Plan (when the event moved the item to a Plan's Price) and
+    cancellation at the period's end. Pure."""
+    changes: dict[str, Any] = {}
+    if "items" in event.previous:
+        plan = stripe_plan(event.object)
+        if plan and plan != plan_name:
+            changes["planRef"] = {"name": plan}
+    if "cancel_at_period_end" in event.previous:
+        wanted = bool(event.object.get("cancel_at_period_end"))
+        if wanted != cancels:
+            changes["cancelAtPeriodEnd"] = wanted
+    return changes
+
+
+async def _follow_stripe(ctx: Context, event: StripeEvent, uid: str) -> str:
+    """The spec follows a change made in Stripe, unless a newer event was handled first
+    (its change, or the spec's since, is the newer truth)."""
+    place = await repo.subscription_place(ctx.conn, uid)
+    if place is None:
+        return ""
+    changes = spec_changes(event, place.plan_name, place.cancel_at_period_end)
+    if not changes:
+        return ""
+    newest = await repo.newest_status_event(ctx.conn, str(event.object["id"]), event.id)
+    if newest is not None and newest > event.created:
+        return "; a newer event was handled first, so the spec stays"
+    try:
+        found = await ctx.kube.patch_subscription_spec(place.namespace, place.name, changes)
+    except ApiError as error:
+        raise NotYet(f"the Subscription's spec could not be written: {error.message}") from error
+    if not found:
+        return f"; Subscription {place.namespace}/{place.name} is gone, its spec stays unchanged"
+    return f"; Subscription {place.namespace}/{place.name} follows Stripe: {changes}"
 
 
 async def subscription_deleted(ctx: Context, event: StripeEvent) -> Outcome:
@@ -284,16 +348,24 @@ async def tenantry_invoice(ctx: Context, event: StripeEvent) -> tuple[str | None
         return None, f"Stripe invoice {stripe_id} is not Tenantry's (no subscription of ours)"
     if invoice.get("billing_reason") == "manual":
         return None, f"Stripe invoice {stripe_id} was made by hand and names no invoice of ours"
+    if invoice.get("billing_reason") == "subscription_create" and not _charged(invoice):
+        # Stripe charges nothing before its anchor (proration none): Tenantry's invoice
+        # for that stretch is collected by a one-off (collection.py), not by this one.
+        return None, f"Stripe invoice {stripe_id} opens the subscription and is for nothing"
     period_end = timestamp(invoice["period_end"])
     found = await repo.invoice_before(ctx.conn, owner, period_end, LINK_WINDOW)
     if found is not None:
         return found, ""
-    if not invoice.get("total") and not invoice.get("amount_paid"):
+    if not _charged(invoice):
         return None, f"Stripe invoice {stripe_id} is for nothing, and Tenantry bills nothing then"
     raise NotYet(
         f"Subscription {owner} has no invoice in the day up to {period_end} (the period end "
         f"of Stripe invoice {stripe_id}) yet: a billing run drafts it"
     )
+
+
+def _charged(invoice: Mapping[str, Any]) -> bool:
+    return bool(invoice.get("total") or invoice.get("amount_paid"))
 
 
 def _is_uuid(value: str) -> bool:
@@ -362,7 +434,8 @@ async def invoice_payment_failed(ctx: Context, event: StripeEvent) -> Outcome:
         return ignored(why)
     linked = await _link(ctx, event, invoice_id)
     invoice = await billing_repository.get_invoice(ctx.conn, invoice_id)
-    if invoice is not None:
+    if invoice is not None and invoice.status == InvoiceStatus.OPEN:
+        # A late delivery after the invoice was paid tells the SaaS team nothing new.
         await ctx.billing.events.invoice(
             ctx.conn, outbound.INVOICE_PAYMENT_FAILED, invoice, ctx.billing.clock(), key=event.id
         )
@@ -441,8 +514,11 @@ async def invoice_paid(ctx: Context, event: StripeEvent) -> Outcome:
 
 
 async def checkout_completed(ctx: Context, event: StripeEvent) -> Outcome:
-    """The customer and subscription a Checkout Session made, on the subscription it names."""
+    """The customer and subscription a Checkout Session made, on the subscription it names;
+    for a setup session, the payment method it saved becomes the customer's default."""
     session = event.object
+    if session.get("mode") == "setup":
+        return await _payment_method_saved(ctx, session)
     uid = metadata(session).get(SUBSCRIPTION_KEY) or session.get("client_reference_id")
     if not uid:
         return ignored(f"Checkout Session {session['id']} names no subscription of Tenantry's")
@@ -470,6 +546,25 @@ async def checkout_completed(ctx: Context, event: StripeEvent) -> Outcome:
         again = await repo.requeue_ignored(ctx.conn, subscription, "customer.subscription.")
         note += f", and Stripe subscription {subscription} ({again} earlier events requeued)"
     return handled(note)
+
+
+async def _payment_method_saved(ctx: Context, session: Mapping[str, Any]) -> Outcome:
+    """Checkout in setup mode (api/stripe/sessions.py): the method it saved is what the
+    customer's invoices are charged to from now on."""
+    customer = object_id(session.get("customer"))
+    setup_intent = object_id(session.get("setup_intent"))
+    if not metadata(session).get(TENANT_KEY) or not customer or not setup_intent:
+        return ignored(f"Checkout Session {session['id']} saved no payment method of Tenantry's")
+    intent = await ctx.client.v1.setup_intents.retrieve_async(setup_intent)
+    method = object_id(intent.payment_method)
+    if method is None:
+        return ignored(f"Checkout Session {session['id']} ended without a payment method")
+    await ctx.client.v1.customers.update_async(
+        customer,
+        {"invoice_settings": {"default_payment_method": method}},
+        {"idempotency_key": f"tenantry-default-method-{session['id']}"},
+    )
+    return handled(f"made payment method {method} the default of customer {customer}")
 
 
 async def customer_created(ctx: Context, event: StripeEvent) -> Outcome:

@@ -327,3 +327,45 @@ async def link_invoice(
         {"id": invoice_id},
     )
     return other
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a subscription's resource is, and the Plan its terms are on."""
+
+    namespace: str
+    name: str
+    plan_name: str
+    cancel_at_period_end: bool
+
+
+async def subscription_place(conn: AsyncConnection, uid: str) -> Place | None:
+    found = (
+        await conn.execute(
+            text(
+                "SELECT namespace, name, plan_name, cancel_at IS NOT NULL AS cancels"
+                " FROM subscriptions WHERE uid = :uid"
+            ),
+            {"uid": uid},
+        )
+    ).first()
+    return None if found is None else Place(found.namespace, found.name, found.plan_name,
+                                             bool(found.cancels))  # fmt: skip
+
+
+async def record_cycle(
+    conn: AsyncConnection, uid: str, *, started_at: dt.datetime, anchor: dt.datetime,
+    seen_at: dt.datetime,
+) -> None:  # fmt: skip
+    """The Stripe Subscription's start and billing cycle anchor, as an event that happened
+    at `seen_at` tells them; an event older than the one they were read from changes
+    nothing (api/stripe/collection.py decides by them)."""
+    await conn.execute(
+        text(
+            "UPDATE subscriptions SET stripe_started_at = :started,"
+            " stripe_cycle_anchor = :anchor, stripe_cycle_seen_at = :seen, updated_at = now()"
+            " WHERE uid = :uid"
+            " AND (stripe_cycle_seen_at IS NULL OR stripe_cycle_seen_at <= :seen)"
+        ),
+        {"uid": uid, "started": started_at, "anchor": anchor, "seen": seen_at},
+    )

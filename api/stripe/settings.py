@@ -22,6 +22,22 @@ class StripeSettings(BaseSettings):
     webhook_tolerance: int = Field(
         default=300, ge=1, le=3600, description="Seconds a signed webhook stays acceptable."
     )
+    checkout_success_url: str | None = Field(
+        default=None,
+        description="Where Checkout sends the customer once a payment method is set up "
+        "(default of `checkout-session` and the URL signup answers with).",
+    )
+    checkout_cancel_url: str | None = Field(
+        default=None, description="Where Checkout sends a customer who gives up."
+    )
+    portal_return_url: str | None = Field(
+        default=None, description="Where the customer portal's back link goes."
+    )
+    portal_configuration: str | None = Field(
+        default=None,
+        description="A customer portal configuration of your own (bpc_...). Default: one "
+        "Tenantry makes, offering every Plan and never prorating (Tenantry prorates).",
+    )
 
     @property
     def enabled(self) -> bool:

@@ -46,6 +46,7 @@ from tenantry.api.errors import Unavailable, Unprocessable
 from tenantry.api.stripe import handlers
 from tenantry.api.stripe import repository as repo
 from tenantry.api.stripe.settings import StripeSettings
+from tenantry.api.tenants.kube import Kube
 
 log = logging.getLogger("tenantry.api.stripe")
 
@@ -86,12 +87,13 @@ class StripeWorker:
     """Stores received events (`store`) and processes them in the background."""
 
     def __init__(
-        self, engine: AsyncEngine, settings: StripeSettings, billing: BillingService
+        self, engine: AsyncEngine, settings: StripeSettings, billing: BillingService, kube: Kube
     ) -> None:
         assert settings.api_key is not None
         self.engine = engine
         self.settings = settings
         self.billing = billing
+        self.kube = kube
         self._http = stripe.AIOHTTPClient()
         self.client = stripe.StripeClient(
             settings.api_key.get_secret_value(),
@@ -109,12 +111,12 @@ class StripeWorker:
 
     @classmethod
     def start_if_enabled(
-        cls, settings: StripeSettings, engine: AsyncEngine, billing: BillingService
+        cls, settings: StripeSettings, engine: AsyncEngine, billing: BillingService, kube: Kube
     ) -> StripeWorker | None:
         """The running worker when Stripe is configured (an API key); None otherwise."""
         if not settings.enabled:
             return None
-        worker = cls(engine, settings, billing)
+        worker = cls(engine, settings, billing, kube)
         worker._task = asyncio.create_task(worker._run())
         if settings.webhook_secret is None:
             log.warning(
@@ -246,7 +248,7 @@ class StripeWorker:
             claimed = await repo.claim(conn)
             if claimed is None:
                 return False
-            ctx = handlers.Context(conn, self.billing, self.client)
+            ctx = handlers.Context(conn, self.billing, self.client, self.kube)
             try:
                 async with conn.begin_nested():
                     event = handlers.StripeEvent.from_payload(claimed.payload)

@@ -15,12 +15,15 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from tenantry.api.errors import Unavailable
-from tenantry.core.resources import GROUP, VERSION, PlanKind, TenantKind
+from tenantry.core.resources import GROUP, VERSION, PlanKind, SubscriptionKind, TenantKind
 
 FIELD_MANAGER = "tenantry-api"
 
 TenantResource = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, TenantKind.plural)
 PlanResource = create_global_resource(GROUP, VERSION, PlanKind.kind, PlanKind.plural)
+SubscriptionResource = create_namespaced_resource(
+    GROUP, VERSION, SubscriptionKind.kind, SubscriptionKind.plural
+)
 
 
 P = ParamSpec("P")
@@ -86,6 +89,10 @@ class Kube:
         return dict(obj)
 
     @_boundary
+    async def plans(self) -> list[dict[str, Any]]:
+        return [dict(plan) async for plan in self.client.list(PlanResource)]
+
+    @_boundary
     async def secret(
         self, namespace: str, name: str
     ) -> tuple[dict[str, str], dict[str, str]] | None:
@@ -114,6 +121,46 @@ class Kube:
             patch_type=PatchType.MERGE,
             field_manager=FIELD_MANAGER,
         )
+
+    @_boundary
+    async def create(self, kind: type[Any], body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a Tenant or Subscription (`TenantResource`, `SubscriptionResource`) from its
+        manifest; None when one of that name exists already."""
+        try:  # the namespace is the manifest's
+            made = await self.client.create(kind(body), field_manager=FIELD_MANAGER)
+        except KubeApiError as error:
+            if error.status.code == 409:
+                return None
+            raise
+        return dict(made)
+
+    @_boundary
+    async def delete_tenant(self, namespace: str, name: str) -> None:
+        try:
+            await self.client.delete(TenantResource, name, namespace=namespace)
+        except KubeApiError as error:
+            if error.status.code != 404:
+                raise
+
+    @_boundary
+    async def patch_subscription_spec(
+        self, namespace: str, name: str, spec: dict[str, Any]
+    ) -> bool:
+        """Merge-patch a Subscription's spec; False when it does not exist."""
+        try:
+            await self.client.patch(
+                SubscriptionResource,
+                name,
+                {"spec": spec},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+                field_manager=FIELD_MANAGER,
+            )
+        except KubeApiError as error:
+            if error.status.code == 404:
+                return False
+            raise
+        return True
 
     async def close(self) -> None:
         await self.client.close()

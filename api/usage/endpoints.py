@@ -49,23 +49,25 @@ _ERRORS = (BadRequest, Unauthorized, Forbidden, Conflict, PayloadTooLarge, Unpro
            Unavailable)  # fmt: skip
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(
+    request: Request, limit: int, hint: str = "Send fewer events per batch."
+) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit)
+        raise _too_large(int(declared), limit, hint)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(size, limit)
+            raise _too_large(size, limit, hint)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_large(size: int, limit: int) -> PayloadTooLarge:
+def _too_large(size: int, limit: int, hint: str) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"The body is {size} bytes or more; the limit is {limit}. Send fewer events per batch.",
+        f"The body is {size} bytes or more; the limit is {limit}. {hint}",
         details={"limit_bytes": limit},
     )
 

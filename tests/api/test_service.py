@@ -50,6 +50,9 @@ async def test_openapi_matches_what_is_served(api_server: ApiServer) -> None:
         ("get", "/v1/invoices"), ("get", "/v1/invoices/{invoice_id}/pdf"),
         ("post", "/webhooks/stripe"), ("get", "/v1/admin/webhook-deliveries"),
         ("post", "/v1/admin/webhook-deliveries/{delivery_id}/retry"),
+        ("post", "/v1/admin/tenants/{namespace}/{name}/checkout-session"),
+        ("post", "/v1/admin/tenants/{namespace}/{name}/portal-session"),
+        ("post", "/v1/signup"), ("get", "/v1/signup/checkout"),
     }  # fmt: skip
     assert {(m, p) for p, ops in paths.items() for m in ops} == served
     schemas = document["components"]["schemas"]

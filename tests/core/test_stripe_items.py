@@ -1,9 +1,11 @@
-"""What Stripe would charge for a Tenantry invoice equals it, line for line.
+"""What Stripe would charge for a Tenantry invoice equals it, line for line; and which
+Stripe invoice collects it.
 
-Stripe holds the base price on its Subscription; every other line, the
-discount and each exclusive tax are invoice items (core/stripe_items.py).
-Checked on random subscriptions: plans with metered prices, plan changes,
-coupons, inclusive and exclusive taxes, reverse charge, cancellations.
+On Stripe's cycle draft, Stripe holds the base price on its Subscription and
+every other line, the discount and each exclusive tax are invoice items; on a
+one-off, the base fee is an item too (core/stripe_items.py). Checked on random
+subscriptions: plans with metered prices, plan changes, coupons, inclusive and
+exclusive taxes, reverse charge, cancellations.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from tenantry.core import lifecycle
 from tenantry.core.invoices import Invoice, InvoiceStatus, LineKind, Party, TaxRate, totals
 from tenantry.core.lifecycle import CouponTerms, PlanChange, Terms
 from tenantry.core.resources import CouponSpec, PlanSpec
-from tenantry.core.stripe_items import base_amount, items_for, stripe_total
+from tenantry.core.stripe_items import (
+    Collection,
+    StripeCycle,
+    base_amount,
+    collection_for,
+    items_for,
+    stripe_total,
+)
 
 UTC = dt.UTC
 
@@ -117,6 +126,15 @@ def test_stripe_charges_what_tenantry_invoices(
     assert [i.amount for i in rest] == expected
     assert len({i.key for i in items}) == len(items), "idempotency keys are unique per invoice"
 
+    # A one-off holds no base price: every line is an item, the base fee too.
+    whole = items_for(invoice, with_base=True)
+    assert stripe_total(0, whole) == invoice.totals.total
+    assert [i.amount for i in whole[: len(invoice.lines)]] == [li.amount for li in invoice.lines]
+    assert whole[len(invoice.lines) :] == rest
+    # The keys of the lines both share are the same: one line is never two items.
+    assert {i.key for i in items} <= {i.key for i in whole}
+    assert len({i.key for i in whole}) == len(whole)
+
 
 def test_an_invoice_of_only_a_base_fee_needs_no_items() -> None:
     start = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -127,3 +145,43 @@ def test_an_invoice_of_only_a_base_fee_needs_no_items() -> None:
     invoice = invoice_of(terms, start, {}, "DE")
     assert items_for(invoice) == []
     assert base_amount(invoice) == invoice.totals.total == 4900
+
+
+def test_a_first_periods_base_fee_is_an_item_of_its_one_off() -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    terms = Terms(
+        uid="s", namespace="n", name="s", tenant_uid="t", tenant_name="t", plan_name="a",
+        plan=plan(4900, "0.5"), started_at=start, anchor_day=1,
+        tax_rates=(TaxRate("VAT", Decimal(19)),),
+    )  # fmt: skip
+    invoice = invoice_of(terms, start, {}, "DE")
+    [base, tax] = items_for(invoice, with_base=True)
+    assert (base.key, base.amount, base.period) == ("line-1", 4900, invoice.lines[0].period)
+    assert (tax.key, tax.amount) == ("tax-1", 931)
+    assert stripe_total(0, [base, tax]) == invoice.totals.total == 5831
+
+
+def test_stripe_collects_on_its_draft_from_its_anchor_on_and_a_one_off_before() -> None:
+    """The rule, boundary by boundary, for a Stripe Subscription made at 10:00 on a
+    subscription's first day and anchored at its first period's end."""
+    day = dt.timedelta(days=1)
+    first = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    anchor = dt.datetime(2026, 2, 1, tzinfo=UTC)
+    cycle = StripeCycle(started_at=first + dt.timedelta(hours=10), anchor=anchor)
+    assert collection_for(first, False, cycle) == Collection.ONE_OFF  # no draft before the anchor
+    assert collection_for(anchor, False, cycle) == Collection.CYCLE  # Stripe's first draft
+    assert collection_for(anchor + 28 * day, False, cycle) == Collection.CYCLE
+    # The final invoice: Stripe's subscription ends with no invoice of its own.
+    assert collection_for(anchor + 28 * day, True, cycle) == Collection.ONE_OFF
+    assert collection_for(first + 3 * day, True, cycle) == Collection.ONE_OFF
+    # From before Stripe was switched on (a day or more before it started): not Stripe's.
+    assert collection_for(first - day, False, cycle) == Collection.TENANTRY
+    assert collection_for(first - day, True, cycle) == Collection.TENANTRY
+    late = StripeCycle(started_at=first + day, anchor=anchor)  # made a day after, at 00:00
+    assert collection_for(first, False, late) == Collection.TENANTRY
+    # Unknown until an event of the Stripe Subscription is handled: nothing made.
+    assert collection_for(first, True, None) == Collection.UNKNOWN
+    # Only Stripe's cycle draft holds the base fee; one linked while unknown is taken for one.
+    holds = {c: c.stripe_holds_base for c in Collection}
+    assert holds == {Collection.CYCLE: True, Collection.UNKNOWN: True,
+                     Collection.ONE_OFF: False, Collection.TENANTRY: False}  # fmt: skip

@@ -1,0 +1,1 @@
+"""Self-serve signup: `POST /v1/signup` makes a Tenant and its trialing Subscription."""
