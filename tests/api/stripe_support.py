@@ -8,6 +8,7 @@ and posted to a real API process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -15,6 +16,7 @@ import secrets
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import stripe
@@ -127,3 +129,60 @@ async def subscription_uid(kube: Kube, engine: AsyncEngine, world: World) -> str
             return uid
         await asyncio.sleep(0.2)
     raise AssertionError(f"the operator stored no terms for {world.key}")
+
+
+@dataclasses.dataclass
+class Call:
+    method: str
+    path: str  # after /v1/
+    key: str | None  # Idempotency-Key
+    params: dict[str, str]  # form-encoded, as sent: "metadata[tenantry_invoice_id]" ...
+    answer: dict[str, Any] | None = None
+
+
+class Recording(stripe.AIOHTTPClient):  # type: ignore[misc]
+    """The SDK's own HTTP client, recording each request; requests matching `faults`
+    ("POST invoiceitems") are refused by Stripe (`refuse`: a 500) or made in Stripe
+    with the answer lost on the way back (`lose`). `recorded` gives an answer of
+    stripe-mock's the state a stateful Stripe would have ("GET setup_intents/seti_1":
+    changes to its object)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[Call] = []
+        self.faults: dict[str, str] = {}
+        self.recorded: dict[str, dict[str, Any]] = {}
+
+    async def request_async(
+        self, method: str, url: str, headers: Any, post_data: Any = None
+    ) -> Any:
+        path = url.split("/v1/", 1)[-1].split("?")[0]
+        form = post_data.decode() if isinstance(post_data, bytes) else post_data or ""
+        call = Call(method.upper(), path, headers.get("Idempotency-Key"), dict(parse_qsl(form)))
+        self.calls.append(call)
+        fault = next(
+            (f for p, f in self.faults.items() if f"{call.method} {path}".startswith(p)), None
+        )
+        if fault == "refuse":
+            body = {"error": {"type": "api_error", "message": "Stripe had a moment."}}
+            return json.dumps(body).encode(), 500, {}
+        content, status, answer_headers = await super().request_async(
+            method, url, headers, post_data
+        )
+        if fault == "lose":
+            raise stripe.APIConnectionError("The answer was lost on its way back.")
+        call.answer = json.loads(content)
+        changes = next(
+            (c for p, c in self.recorded.items() if f"{call.method} {path}".startswith(p)), None
+        )
+        if changes is not None:
+            call.answer = {**call.answer, **changes}
+            content = json.dumps(call.answer).encode()
+        return content, status, answer_headers
+
+    def about(self, invoice_id: str) -> list[Call]:
+        """The requests made for Tenantry's invoice: their keys name it."""
+        return [c for c in self.calls if c.key and invoice_id in c.key]
+
+    def posts(self, invoice_id: str, path: str) -> list[Call]:
+        return [c for c in self.about(invoice_id) if c.method == "POST" and c.path == path]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from support import Kube, service_account_kubeconfig, wait_for
+from support import Kube, plan, service_account_kubeconfig, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -55,3 +57,28 @@ async def test_api_serves_instances_and_reports_usage_under_its_own_role(
     assert can_get("secret/tenantry-license", world.target) == "yes"
     assert can_get("secret/tenantry-signing-keys", "tenantry-system") == "no"
     assert can_get("secret/api-key-secret", world.target) == "no"
+
+
+async def test_signup_works_under_the_apis_own_role(
+    kube: Kube, start_api: Any, tmp_path: Path
+) -> None:
+    kubeconfig = service_account_kubeconfig(kube, "tenantry-api", tmp_path / "kubeconfig")
+    suffix = uuid.uuid4().hex[:6]
+    namespace, plan_name = f"signups-rbac-{suffix}", f"rbac-{suffix}"
+    kube.kubectl("create", "namespace", namespace)
+    kube.apply(plan(plan_name))
+    server = start_api(KUBECONFIG=str(kubeconfig), TENANTRY_SIGNUP_NAMESPACE=namespace,
+                       TENANTRY_SIGNUP_PLANS=plan_name)  # fmt: skip
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        answer = await client.post(
+            "/v1/signup",
+            json={"name": f"acme-{suffix}", "displayName": "Acme", "email": "b@acme.example"},
+        )
+    assert answer.status_code == 201, answer.text
+    assert kube.get("subscription", f"acme-{suffix}", namespace) is not None
+    # What a plan change made in Stripe's portal writes, and what undoes a failed signup.
+    account = "system:serviceaccount:tenantry-system:tenantry-api"
+    for verb, resource in (("patch", "subscriptions"), ("delete", "tenants")):
+        allowed = kube.kubectl("auth", "can-i", verb, f"{resource}.tenantry.io", "-A",
+                               "--as", account, check=False)  # fmt: skip
+        assert allowed.strip() == "yes", (verb, resource)

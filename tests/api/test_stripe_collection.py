@@ -17,12 +17,12 @@ import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe_support import Recording
 from testbed import StripeMock
 
 from tenantry.api.billing.service import BillingService
@@ -57,54 +57,6 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return self.now
-
-
-@dataclasses.dataclass
-class Call:
-    method: str
-    path: str  # after /v1/
-    key: str | None  # Idempotency-Key
-    params: dict[str, str]  # form-encoded, as sent: "metadata[tenantry_invoice_id]" ...
-    answer: dict[str, Any] | None = None
-
-
-class Recording(stripe.AIOHTTPClient):  # type: ignore[misc]
-    """The SDK's own HTTP client, recording each request; requests matching `faults`
-    ("POST invoiceitems") are refused by Stripe (`refuse`: a 500) or made in Stripe
-    with the answer lost on the way back (`lose`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[Call] = []
-        self.faults: dict[str, str] = {}
-
-    async def request_async(
-        self, method: str, url: str, headers: Any, post_data: Any = None
-    ) -> Any:
-        path = url.split("/v1/", 1)[-1].split("?")[0]
-        form = post_data.decode() if isinstance(post_data, bytes) else post_data or ""
-        call = Call(method.upper(), path, headers.get("Idempotency-Key"), dict(parse_qsl(form)))
-        self.calls.append(call)
-        fault = next(
-            (f for p, f in self.faults.items() if f"{call.method} {path}".startswith(p)), None
-        )
-        if fault == "refuse":
-            body = {"error": {"type": "api_error", "message": "Stripe had a moment."}}
-            return json.dumps(body).encode(), 500, {}
-        content, status, answer_headers = await super().request_async(
-            method, url, headers, post_data
-        )
-        if fault == "lose":
-            raise stripe.APIConnectionError("The answer was lost on its way back.")
-        call.answer = json.loads(content)
-        return content, status, answer_headers
-
-    def about(self, invoice_id: str) -> list[Call]:
-        """The requests made for Tenantry's invoice: their keys name it."""
-        return [c for c in self.calls if c.key and invoice_id in c.key]
-
-    def posts(self, invoice_id: str, path: str) -> list[Call]:
-        return [c for c in self.about(invoice_id) if c.method == "POST" and c.path == path]
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,20 @@ from typing import Any
 
 import httpx
 import pytest
+import stripe
 from api_harness import ApiServer, World
-from stripe_support import Stripe, fetch_objects, settled, stripe_env, subscription_uid
+from stripe_support import (
+    Recording,
+    Stripe,
+    fetch_objects,
+    settled,
+    stripe_env,
+    subscription_uid,
+)
 from support import Kube, dig, plan, wait_for
 from testbed import StripeMock
 
-from tenantry.api.stripe.handlers import StripeEvent, spec_changes, stripe_plan
+from tenantry.api.stripe.handlers import Context, StripeEvent, dispatch, spec_changes, stripe_plan
 from tenantry.api.stripe.sessions import portal_features, portal_products
 from tenantry.db.engine import create_engine
 
@@ -250,3 +258,34 @@ async def test_a_setup_checkout_without_a_method_is_kept_and_changes_nothing(
         assert (done.state, done.error) == ("ignored", None)
     finally:
         await engine.dispose()
+
+
+async def test_a_setup_checkout_makes_its_method_the_customers_default(
+    stripe_mock: StripeMock, sender: Stripe
+) -> None:
+    """In-process against stripe-mock, its SetupIntent answered as a stateful Stripe
+    would once the customer has saved a card."""
+    http = Recording()
+    http.recorded["GET setup_intents/seti_123"] = {"payment_method": "pm_123"}
+    client = stripe.StripeClient(
+        "sk_test_123", http_client=http, base_addresses={"api": stripe_mock.url}
+    )
+    session = sender.obj(
+        "checkout_session", mode="setup", customer="cus_123", setup_intent="seti_123",
+        metadata={"tenantry_tenant_uid": "5f0c6d9e-0000-4000-8000-000000000000"},
+    )  # fmt: skip
+    event = StripeEvent.from_payload(sender.event("checkout.session.completed", session))
+    # This handler reads only Stripe: no transaction, billing or Kubernetes.
+    ctx = Context(conn=None, billing=None, client=client, kube=None)  # type: ignore[arg-type]
+    try:
+        outcome = await dispatch(ctx, event)
+        again = await dispatch(ctx, event)  # a retried event asks the same, under one key
+    finally:
+        await http.close_async()
+    assert outcome.state == "handled", outcome.note
+    assert again == outcome
+    updates = [c for c in http.calls if (c.method, c.path) == ("POST", "customers/cus_123")]
+    assert [c.params for c in updates] == [
+        {"invoice_settings[default_payment_method]": "pm_123"}
+    ] * 2
+    assert {c.key for c in updates} == {f"tenantry-default-method-{session['id']}"}
