@@ -31,6 +31,7 @@ from tenantry.api.errors import (
     parse_body,
     responses,
 )
+from tenantry.api.paths import Name, Namespace
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import existing_tenant
 from tenantry.core import keyformat
@@ -129,7 +130,7 @@ async def answer(rt: Runtime, presented: str, key_hash: str) -> bytes:
     dependencies=[Depends(admin_token)],
     responses=responses(Unauthorized, NotFound, Unavailable),
 )
-async def list_keys(namespace: str, name: str, rt: RuntimeDep) -> ApiKeyList:
+async def list_keys(namespace: Namespace, name: Name, rt: RuntimeDep) -> ApiKeyList:
     tenant = await existing_tenant(rt.catalog, namespace, name)
     async with rt.engine.connect() as conn:
         rows = await repo.list_for_tenant(conn, namespace, name, tenant.uid)

@@ -36,6 +36,7 @@ from tenantry.api.errors import (
 )
 from tenantry.api.paging import decode as decode_cursor
 from tenantry.api.paging import encode as encode_cursor
+from tenantry.api.paths import Name, Namespace
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import existing_tenant
 from tenantry.api.usage.endpoints import json_body, read_body
@@ -107,7 +108,7 @@ Cursor = Annotated[str | None, Query(description="`nextCursor` of the previous p
     responses=responses(Unauthorized, NotFound, Unprocessable, Unavailable),
 )
 async def tenant_invoices(
-    namespace: str, name: str, rt: RuntimeDep, limit: Limit = 20, cursor: Cursor = None
+    namespace: Namespace, name: Name, rt: RuntimeDep, limit: Limit = 20, cursor: Cursor = None
 ) -> InvoiceList:
     tenant = await existing_tenant(rt.catalog, namespace, name)
     return await _tenant_invoices(rt, tenant.uid, limit, cursor, drafts=True)
@@ -120,7 +121,7 @@ async def tenant_invoices(
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Conflict, Unavailable),
 )
-async def preview(namespace: str, name: str, rt: RuntimeDep) -> InvoiceOut:
+async def preview(namespace: Namespace, name: Name, rt: RuntimeDep) -> InvoiceOut:
     tenant = await existing_tenant(rt.catalog, namespace, name)
     return invoice_out(await rt.billing.preview(tenant.uid))
 

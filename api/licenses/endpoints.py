@@ -16,6 +16,7 @@ from tenantry.api.licenses.schemas import (
     LicenseHistoryEntry,
     RevocationListDocument,
 )
+from tenantry.api.paths import Name, Namespace
 from tenantry.api.tenants.catalog import existing_tenant
 from tenantry.db import licenses as repo
 
@@ -78,7 +79,7 @@ async def revocations(rt: RuntimeDep) -> RevocationListDocument:
     dependencies=[Depends(admin_token)],
     responses=responses(Unauthorized, NotFound, Unavailable),
 )
-async def license_history(namespace: str, name: str, rt: RuntimeDep) -> LicenseHistory:
+async def license_history(namespace: Namespace, name: Name, rt: RuntimeDep) -> LicenseHistory:
     async with rt.engine.connect() as conn:
         records = await repo.history(conn, namespace, name)
     if not records:

@@ -21,6 +21,7 @@ from tenantry.api.errors import (
     parse_body,
     responses,
 )
+from tenantry.api.paths import Name, Namespace
 from tenantry.api.tenants.catalog import existing_tenant
 from tenantry.api.usage.schemas import (
     Snapshot,
@@ -122,8 +123,8 @@ async def post_snapshot(
     responses=responses(Unauthorized, NotFound, Unprocessable, Unavailable),
 )
 async def usage_report(
-    namespace: str,
-    name: str,
+    namespace: Namespace,
+    name: Name,
     rt: RuntimeDep,
     at: Annotated[
         dt.datetime | None,

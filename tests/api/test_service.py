@@ -151,3 +151,18 @@ def test_development_accepts_placeholders(start_api: Any) -> None:
     )
     assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
     assert "placeholder" in server.tail()
+
+
+async def test_names_that_cannot_exist_are_refused_before_kubernetes_is_asked(
+    api_server: ApiServer,
+) -> None:
+    routes = ["/admin/tenants/{}/{}/api-keys", "/admin/tenants/{}/{}/licenses",
+              "/admin/tenants/{}/{}/usage", "/v1/admin/tenants/{}/{}/invoices",
+              "/v1/admin/tenants/{}/{}/invoices/preview"]  # fmt: skip
+    bad_names = [("ns", "a%01b"), ("Upper", "x"), ("ns", "x" * 64), ("-ns", "x")]
+    async with api_server.admin() as client:
+        for route in routes:
+            for namespace, name in bad_names:
+                answer = await client.get(route.format(namespace, name))
+                assert answer.status_code == 422, (route, namespace, name, answer.text)
+                assert answer.json()["error"]["code"] == "invalid_request"
