@@ -225,6 +225,16 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
+class FixedClock:
+    """A clock for in-process services: it says `now` until a test moves it."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
 class Clock:
     """The offset the suite's operator and API add to the system time, in the file
     TENANTRY_CLOCK_OFFSET_FILE names (see core/clock.py). Moving it moves time for

@@ -182,3 +182,22 @@ def ready_condition(obj: dict[str, Any] | None) -> tuple[str, str] | None:
 def now_iso(offset: float = 0) -> str:
     moment = time.time() + offset
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + "Z"
+
+
+def replicas(kube: Kube, world: World) -> int | None:
+    """The tenant's instance Deployment's replicas: 0 while it is suspended."""
+    deployment = kube.get("deployment", "instance-customer-instance", world.target)
+    return None if deployment is None else int(deployment["spec"]["replicas"])
+
+
+async def bill(api: ApiServer, world: World) -> list[dict[str, Any]]:
+    """A billing run for the world's tenant, then its invoices as the API lists them."""
+    async with api.admin() as admin:
+        run = await admin.post(
+            "/v1/admin/billing-runs",
+            json={"tenant": {"namespace": world.control, "name": world.tenant}},
+        )
+        assert run.status_code == 200, run.text
+        listed = await admin.get(f"/v1/admin/tenants/{world.control}/{world.tenant}/invoices")
+    assert listed.status_code == 200, listed.text
+    return listed.json()["invoices"]  # type: ignore[no-any-return]

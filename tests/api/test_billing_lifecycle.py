@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from api_harness import ApiServer, World
+from api_harness import ApiServer, World, bill, replicas
 from support import Clock, Kube, condition, dig, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -39,22 +39,6 @@ def subscription(world: World) -> dict[str, Any]:
 
 def state(world: World) -> str | None:
     return dig(subscription(world), "status", "state")  # type: ignore[no-any-return]
-
-
-def replicas(kube: Kube, world: World) -> int | None:
-    deployment = kube.get("deployment", "instance-customer-instance", world.target)
-    return None if deployment is None else deployment["spec"]["replicas"]
-
-
-async def bill(api: ApiServer, world: World) -> list[dict[str, Any]]:
-    async with api.admin() as admin:
-        run = await admin.post(
-            "/v1/admin/billing-runs",
-            json={"tenant": {"namespace": world.control, "name": world.tenant}},
-        )
-        assert run.status_code == 200, run.text
-        listed = await admin.get(f"/v1/admin/tenants/{world.control}/{world.tenant}/invoices")
-    return listed.json()["invoices"]  # type: ignore[no-any-return]
 
 
 async def pay(api: ApiServer, invoice: dict[str, Any], reference: str) -> dict[str, Any]:

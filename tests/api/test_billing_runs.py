@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support import FixedClock
 
 from tenantry.api.billing.service import BillingService
 from tenantry.api.billing.settings import BillingSettings
@@ -54,14 +55,6 @@ def first_period(start: dt.datetime) -> Period:
     return Period(start, dt.datetime(start.year, start.month + 1, start.day, tzinfo=UTC))
 
 
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 async def engine(database: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database, pool_size=10)
@@ -69,7 +62,7 @@ async def engine(database: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def service(engine: AsyncEngine, clock: Clock, **settings: object) -> BillingService:
+def service(engine: AsyncEngine, clock: FixedClock, **settings: object) -> BillingService:
     defaults = {
         "seller_name": "Tenantry GmbH",
         "seller_country": "DE",
@@ -124,7 +117,7 @@ async def test_a_subscription_is_invoiced_in_advance_then_in_arrears_once(
 ) -> None:
     start = dt.datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
     terms = await subscribe(engine, start)
-    clock = Clock(start + dt.timedelta(minutes=5))
+    clock = FixedClock(start + dt.timedelta(minutes=5))
     svc = service(engine, clock)
 
     result = await svc.run(tenant_uid=terms.tenant_uid)
@@ -173,7 +166,7 @@ async def test_a_subscription_is_invoiced_in_advance_then_in_arrears_once(
 async def test_late_usage_is_billed_once_on_the_next_invoice(engine: AsyncEngine) -> None:
     start = dt.datetime(2026, 1, 1, tzinfo=UTC)
     terms = await subscribe(engine, start)
-    clock = Clock(dt.datetime(2026, 2, 1, 2, tzinfo=UTC))
+    clock = FixedClock(dt.datetime(2026, 2, 1, 2, tzinfo=UTC))
     svc = service(engine, clock)
     await report(engine, terms.tenant_uid, dt.datetime(2026, 1, 15, tzinfo=UTC), 1500)
     await svc.run(tenant_uid=terms.tenant_uid)
@@ -202,7 +195,7 @@ async def test_concurrent_runs_issue_each_invoice_once_with_gap_free_numbers(
 ) -> None:
     start = dt.datetime(2025, 6, 1, tzinfo=UTC)
     subscriptions = [await subscribe(engine, start + dt.timedelta(days=i)) for i in range(12)]
-    clock = Clock(dt.datetime(2025, 9, 15, tzinfo=UTC))
+    clock = FixedClock(dt.datetime(2025, 9, 15, tzinfo=UTC))
     prefix = f"C{uuid.uuid4().hex[:6].upper()}"
     other = create_engine(database, pool_size=5)
     try:
@@ -226,7 +219,7 @@ async def test_payments_void_and_credit_notes(engine: AsyncEngine) -> None:
     start = dt.datetime(2026, 5, 5, tzinfo=UTC)
     rates = (TaxRate("VAT", Decimal(19)),)
     terms = await subscribe(engine, start, tax_rates=rates)
-    clock = Clock(start + dt.timedelta(hours=3))
+    clock = FixedClock(start + dt.timedelta(hours=3))
     svc = service(engine, clock)
     await svc.run(tenant_uid=terms.tenant_uid)
     [invoice] = await invoices(svc, terms)
@@ -254,7 +247,7 @@ async def test_reverse_charge_and_void(engine: AsyncEngine) -> None:
     start = dt.datetime(2026, 5, 5, tzinfo=UTC)
     buyer = Party(name="Acme SARL", country="FR", tax_id="FR12345678901")
     terms = await subscribe(engine, start, buyer=buyer, tax_rates=(TaxRate("VAT", Decimal(19)),))
-    clock = Clock(start + dt.timedelta(hours=3))
+    clock = FixedClock(start + dt.timedelta(hours=3))
     svc = service(engine, clock)
     await svc.run(tenant_uid=terms.tenant_uid)
     [invoice] = await invoices(svc, terms)
@@ -276,7 +269,7 @@ async def test_a_canceled_subscription_gets_a_final_invoice_without_a_new_base_f
 ) -> None:
     start = dt.datetime(2026, 7, 1, tzinfo=UTC)
     terms = await subscribe(engine, start)
-    clock = Clock(dt.datetime(2026, 7, 16, 12, tzinfo=UTC))
+    clock = FixedClock(dt.datetime(2026, 7, 16, 12, tzinfo=UTC))
     svc = service(engine, clock, credit_unused_on_cancel=True)
     await report(engine, terms.tenant_uid, dt.datetime(2026, 7, 10, tzinfo=UTC), 1200)
     ended = dataclasses.replace(terms, ended_at=clock.now, end_reason="deleted")
@@ -309,7 +302,7 @@ async def test_final_invoices_are_pushed_to_stripes_drafts(
     start = dt.datetime(2026, 1, 1, tzinfo=UTC)
     terms = await subscribe(engine, start, tax_rates=(TaxRate("VAT", Decimal(19)),))
     await report(engine, terms.tenant_uid, dt.datetime(2026, 1, 20, tzinfo=UTC), 3000)
-    clock = Clock(dt.datetime(2026, 2, 1, 2, tzinfo=UTC))
+    clock = FixedClock(dt.datetime(2026, 2, 1, 2, tzinfo=UTC))
     svc = service(engine, clock)
     await svc.run(tenant_uid=terms.tenant_uid)
     february = (await invoices(svc, terms))[-1]

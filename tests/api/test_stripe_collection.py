@@ -23,6 +23,7 @@ import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_support import Recording
+from support import FixedClock
 from testbed import StripeMock
 
 from tenantry.api.billing.service import BillingService
@@ -51,14 +52,6 @@ PLAN = PlanSpec.model_validate(
 )
 
 
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 async def engine(database: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database, pool_size=4)
@@ -82,7 +75,7 @@ def client(http: Recording, stripe_mock: StripeMock) -> stripe.StripeClient:
     )  # fmt: skip
 
 
-def service(engine: AsyncEngine, clock: Clock) -> BillingService:
+def service(engine: AsyncEngine, clock: FixedClock) -> BillingService:
     settings = BillingSettings.model_validate(
         {
             "seller_name": "Tenantry GmbH",
@@ -164,7 +157,7 @@ async def test_a_first_period_invoice_is_collected_by_a_one_off_with_every_line(
     invoice, base fee in advance, gets a Stripe invoice of its own, linked and finalized."""
     terms = await subscribe(engine, JAN_1)
     customer = await stripe_subscription(engine, terms, JAN_1 + dt.timedelta(hours=10), FEB_1)
-    svc = service(engine, Clock(JAN_1 + dt.timedelta(hours=11)))
+    svc = service(engine, FixedClock(JAN_1 + dt.timedelta(hours=11)))
     await svc.run(tenant_uid=terms.tenant_uid)
     [first] = await invoices(svc, terms)
     assert (first.status, first.totals.total) == (InvoiceStatus.OPEN, 5831)  # 4900 + 19 % VAT
@@ -206,7 +199,7 @@ async def test_a_cycle_invoice_waits_for_stripes_draft_and_adds_all_but_the_base
     terms = await subscribe(engine, JAN_1)
     await stripe_subscription(engine, terms, JAN_1 + dt.timedelta(hours=10), FEB_1)
     await report(engine, terms.tenant_uid, JAN_1 + dt.timedelta(days=9), 3000)
-    svc = service(engine, Clock(FEB_1 + dt.timedelta(hours=2)))
+    svc = service(engine, FixedClock(FEB_1 + dt.timedelta(hours=2)))
     await svc.run(tenant_uid=terms.tenant_uid)
     first, february = await invoices(svc, terms)
     collector = Collector(client, engine, svc)
@@ -245,7 +238,7 @@ async def test_a_final_invoice_is_collected_by_a_one_off(
         await repository.save_terms(
             conn, dataclasses.replace(terms, ended_at=ended_at, end_reason="deleted")
         )
-    svc = service(engine, Clock(ended_at + dt.timedelta(hours=1)))
+    svc = service(engine, FixedClock(ended_at + dt.timedelta(hours=1)))
     await svc.run(tenant_uid=terms.tenant_uid)
     _, february, final = await invoices(svc, terms)
     assert [line.kind for line in final.lines] == [LineKind.METERED]
@@ -265,7 +258,7 @@ async def test_a_pass_twice_makes_nothing_twice(
 ) -> None:
     terms = await subscribe(engine, JAN_1)
     await stripe_subscription(engine, terms, JAN_1 + dt.timedelta(hours=10), FEB_1)
-    svc = service(engine, Clock(JAN_1 + dt.timedelta(hours=11)))
+    svc = service(engine, FixedClock(JAN_1 + dt.timedelta(hours=11)))
     await svc.run(tenant_uid=terms.tenant_uid)
     [first] = await invoices(svc, terms)
     collector = Collector(client, engine, svc)
@@ -282,7 +275,7 @@ async def test_a_stripe_error_or_a_crash_between_steps_is_finished_by_the_next_p
 ) -> None:
     terms = await subscribe(engine, JAN_1)
     await stripe_subscription(engine, terms, JAN_1 + dt.timedelta(hours=10), FEB_1)
-    svc = service(engine, Clock(JAN_1 + dt.timedelta(hours=11)))
+    svc = service(engine, FixedClock(JAN_1 + dt.timedelta(hours=11)))
     await svc.run(tenant_uid=terms.tenant_uid)
     [first] = await invoices(svc, terms)
     collector = Collector(client, engine, svc)
@@ -326,7 +319,7 @@ async def test_invoices_from_before_stripe_or_of_an_unknown_schedule_get_no_one_
         await stripe_repository.link_subscription(
             conn, unknown.uid, customer_id="cus_unknown", subscription_id=None
         )
-    svc = service(engine, Clock(dt.datetime(2026, 1, 16, tzinfo=UTC)))
+    svc = service(engine, FixedClock(dt.datetime(2026, 1, 16, tzinfo=UTC)))
     for terms in (before, unknown):
         await svc.run(tenant_uid=terms.tenant_uid)
     await Collector(client, engine, svc).push_finalized()

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from api_harness import ApiServer, World
+from api_harness import ApiServer, World, bill, replicas
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe_support import Stripe, fetch_objects, stripe_env
@@ -98,11 +98,6 @@ def event_messages(kube: Kube, world: World) -> set[str]:
     return {e["message"] for e in events(kube, world.control, "Subscription", world.tenant)}
 
 
-def replicas(kube: Kube, world: World) -> int | None:
-    deployment = kube.get("deployment", "instance-customer-instance", world.target)
-    return None if deployment is None else deployment["spec"]["replicas"]
-
-
 def license_now(kube: Kube, world: World) -> dict[str, Any] | None:
     """The license in the tenant namespace's Secret, once the Tenant's status names it."""
     claims = license_claims(kube, world.target)
@@ -127,18 +122,6 @@ def license_as(kube: Kube, world: World, status: str, *, period_after: int = 0) 
 
 def stamp(moment: dt.datetime) -> int:
     return int(moment.timestamp())
-
-
-async def bill(api: ApiServer, world: World) -> list[dict[str, Any]]:
-    async with api.admin() as admin:
-        run = await admin.post(
-            "/v1/admin/billing-runs",
-            json={"tenant": {"namespace": world.control, "name": world.tenant}},
-        )
-        assert run.status_code == 200, run.text
-        listed = await admin.get(f"/v1/admin/tenants/{world.control}/{world.tenant}/invoices")
-    assert listed.status_code == 200, listed.text
-    return listed.json()["invoices"]  # type: ignore[no-any-return]
 
 
 async def invoice_of(api: ApiServer, invoice_id: str) -> dict[str, Any]:
