@@ -291,7 +291,8 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql+psycopg://tenantry@127.0.0.1:{self.port}/tenantry"
 
-    def start(self, timeout: float = 30) -> Postgres:
+    def start(self, timeout: float = 30, port: int | None = None) -> Postgres:
+        """Start the server, on `port` if given (a restart after `halt` keeps its data)."""
         owner = _unprivileged_owner()
         if owner is not None and self.root is None:
             # The server runs as `nobody`, who cannot reach into root's private
@@ -307,7 +308,7 @@ class Postgres:
             _chown_tree(root, owner)
             _run_as(owner, [_postgres_bin("initdb"), "-D", str(data), "-U", "tenantry",
                             "--auth=trust", "--no-sync", "-E", "UTF8"])  # fmt: skip
-        self.port = free_port()
+        self.port = port or free_port()
         socket_dir = root / "sockets"
         socket_dir.mkdir(exist_ok=True)
         _chown_tree(root, owner)
@@ -335,6 +336,14 @@ class Postgres:
                 ).returncode
                 == 0
             )
+
+    def halt(self, timeout: float = 30) -> None:
+        """Stop the server as an operator would for maintenance: a fast shutdown, which
+        cuts every session and keeps every committed transaction. The data stays, for
+        `start(port=self.port)`."""
+        if self.service and self.service.process.poll() is None:
+            self.service.process.send_signal(signal.SIGINT)
+            self.service.process.wait(timeout)
 
     def stop(self) -> None:
         if self.service:
