@@ -270,30 +270,28 @@ def stripe_plan(subscription: Mapping[str, Any]) -> str | None:
     return metadata(price).get("tenantry_plan") if isinstance(price, Mapping) else None
 
 
-def spec_changes(event: StripeEvent, plan_name: str, cancels: bool) -> dict[str, Any]:
-    """What a `customer.subscription.updated` changed in Stripe that the Subscription's
-    spec says otherwise: its Plan (when the event moved the item to a Plan's Price) and
-    cancellation at the period's end. Pure."""
+def spec_changes(event: StripeEvent) -> dict[str, Any]:
+    """What a `customer.subscription.updated` changed in Stripe, as the Subscription's spec
+    says it: its Plan (when the event moved the item to a Plan's Price) and cancellation
+    at the period's end. Compared with nothing stored: Tenantry's terms follow the spec
+    only after the operator's next pass, and the spec may say so already (the merge patch
+    is then a no-op). Pure."""
     changes: dict[str, Any] = {}
     if "items" in event.previous:
         plan = stripe_plan(event.object)
-        if plan and plan != plan_name:
+        if plan:
             changes["planRef"] = {"name": plan}
     if "cancel_at_period_end" in event.previous:
-        wanted = bool(event.object.get("cancel_at_period_end"))
-        if wanted != cancels:
-            changes["cancelAtPeriodEnd"] = wanted
+        changes["cancelAtPeriodEnd"] = bool(event.object.get("cancel_at_period_end"))
     return changes
 
 
 async def _follow_stripe(ctx: Context, event: StripeEvent, uid: str) -> str:
     """The spec follows a change made in Stripe, unless a newer event was handled first
     (its change, or the spec's since, is the newer truth)."""
+    changes = spec_changes(event)
     place = await repo.subscription_place(ctx.conn, uid)
-    if place is None:
-        return ""
-    changes = spec_changes(event, place.plan_name, place.cancel_at_period_end)
-    if not changes:
+    if place is None or not changes:
         return ""
     newest = await repo.newest_status_event(ctx.conn, str(event.object["id"]), event.id)
     if newest is not None and newest > event.created:

@@ -331,26 +331,19 @@ async def link_invoice(
 
 @dataclass(frozen=True)
 class Place:
-    """Where a subscription's resource is, and the Plan its terms are on."""
+    """Where a subscription's resource is."""
 
     namespace: str
     name: str
-    plan_name: str
-    cancel_at_period_end: bool
 
 
 async def subscription_place(conn: AsyncConnection, uid: str) -> Place | None:
     found = (
         await conn.execute(
-            text(
-                "SELECT namespace, name, plan_name, cancel_at IS NOT NULL AS cancels"
-                " FROM subscriptions WHERE uid = :uid"
-            ),
-            {"uid": uid},
+            text("SELECT namespace, name FROM subscriptions WHERE uid = :uid"), {"uid": uid}
         )
     ).first()
-    return None if found is None else Place(found.namespace, found.name, found.plan_name,
-                                             bool(found.cancels))  # fmt: skip
+    return None if found is None else Place(found.namespace, found.name)
 
 
 async def record_cycle(
