@@ -30,7 +30,9 @@ UNLIMITED = -1
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """A DNS label (RFC 1123): what namespaces and Tenantry's objects are named."""
 _NAME = NAME_PATTERN
-_METRIC = r"^[a-z][a-z0-9_]{0,62}$"
+METRIC_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+"""A metric or feature name: snake_case, as instances report and check them."""
+_METRIC = METRIC_PATTERN
 
 DnsLabel = Annotated[str, Field(pattern=_NAME, max_length=63)]
 MetricName = Annotated[

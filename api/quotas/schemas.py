@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenantry.api.usage.schemas import TransactionId, Value
+from tenantry.core.resources import METRIC_PATTERN
 
 
 class QuotaState(BaseModel):
@@ -31,7 +32,9 @@ class Quotas(BaseModel):
 class ConsumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field(max_length=63, description="A count or sum metric of the plan.")
+    metric: str = Field(
+        max_length=63, pattern=METRIC_PATTERN, description="A count or sum metric of the plan."
+    )
     amount: Value = Field(default=1, description="Units this request uses (1 for count metrics).")
     transaction_id: TransactionId | None = Field(
         default=None,

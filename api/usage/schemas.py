@@ -17,6 +17,8 @@ from pydantic import (
     field_validator,
 )
 
+from tenantry.core.resources import METRIC_PATTERN
+
 MAX_BATCH: Final = 1000
 MAX_VALUE: Final = 10**12
 """Largest value one event may carry: a trillion, far above any honest report.
@@ -62,7 +64,9 @@ class UsageEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     transaction_id: TransactionId
-    metric: StrictStr = Field(max_length=63, description="A metric of the tenant's plan.")
+    metric: StrictStr = Field(
+        max_length=63, pattern=METRIC_PATTERN, description="A metric of the tenant's plan."
+    )
     value: Value
     timestamp: Timestamp = Field(description="When the usage happened (RFC 3339, with zone).")
     properties: dict[StrictStr, PropertyValue] = Field(

@@ -15,7 +15,7 @@ from tenantry.api.usage.schemas import UsageEvent
 from tenantry.api.usage.validation import judge, parse_batch
 from tenantry.core import keyformat
 from tenantry.core.periods import CALENDAR_MONTHS, Period
-from tenantry.core.resources import Aggregation, ApiKeySpec, PlanSpec
+from tenantry.core.resources import METRIC_PATTERN, Aggregation, ApiKeySpec, PlanSpec
 from tenantry.core.usage import HourlyTotals, period_value
 from tenantry.db.apikeys import KeyRow
 from tenantry.operator.apikey import readiness
@@ -71,6 +71,19 @@ def test_events_are_judged_one_by_one() -> None:
     good, bad = judge(parsed, plan(), NOW, dt.timedelta(minutes=5))
     assert [e.transaction_id for e in good] == ["a"]
     assert [(r.index, r.code) for r in bad] == [(3, "missing_property"), (4, "timestamp_too_old")]
+
+
+def test_a_metric_name_that_no_plan_can_declare_is_refused_by_the_schema() -> None:
+    at = "2030-03-15T11:00:00Z"
+    events = [{"transaction_id": f"t{n}", "metric": name, "value": 1, "timestamp": at}
+              for n, name in enumerate(["", "Calls", "9lives", "calls"])]  # fmt: skip
+    parsed, malformed = parse_batch(json.dumps({"events": events}).encode())
+    assert [index for index, _ in parsed] == [3]
+    assert [(r.index, r.code) for r in malformed] == [(0, "invalid_event"), (1, "invalid_event"),
+                                                      (2, "invalid_event")]  # fmt: skip
+    assert all(METRIC_PATTERN in r.message for r in malformed)
+    # The served OpenAPI says so, for generated clients.
+    assert UsageEvent.model_json_schema()["properties"]["metric"]["pattern"] == METRIC_PATTERN
 
 
 def test_tenants_without_a_subscription_count_in_utc_months() -> None:
