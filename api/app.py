@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from tenantry.api import errors
 from tenantry.api.apikeys.endpoints import router as apikeys_router
+from tenantry.api.audit import router as audit_router
 from tenantry.api.auth import SERVICE_TOKEN, SERVICE_TOKEN_SCHEME
 from tenantry.api.billing.endpoints import router as billing_router
 from tenantry.api.licenses.endpoints import router as licenses_router
@@ -69,6 +70,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(licenses_router)
     app.include_router(billing_router)
     app.include_router(outbound_router)
+    app.include_router(audit_router)
     app.include_router(stripe_sessions_router)
     app.include_router(signup_router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"],

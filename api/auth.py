@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from tenantry.api.apikeys.service import lookup
@@ -21,6 +21,7 @@ from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import Tenant
 from tenantry.core import clock, keyformat
 from tenantry.db.apikeys import KeyRow
+from tenantry.db.audit import Actor
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
 SERVICE_TOKEN_SCHEME = "ServiceToken"  # noqa: S105 (a name, not a secret)
@@ -173,3 +174,27 @@ async def admin_token(
             code="invalid_admin_token",
             headers=_BEARER,
         )
+
+
+ACTOR_HEADER = "Tenantry-Actor"
+"""Who is acting, as the admin says (a name or an email), for the audit trail."""
+
+
+async def admin_actor(
+    request: Request,
+    _: Annotated[None, Depends(admin_token)],
+    actor: Annotated[
+        str | None,
+        Header(
+            alias=ACTOR_HEADER,
+            max_length=128,
+            description="Who is acting (a name or email), recorded in the audit trail.",
+        ),
+    ] = None,
+) -> Actor:
+    """The admin token's holder, as the audit trail records them."""
+    name = f"admin:{actor.strip()}" if actor and actor.strip() else "admin"
+    return Actor(name, request.client.host if request.client else None)
+
+
+AdminActor = Annotated[Actor, Depends(admin_actor)]

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from tenantry.api.auth import Caller, RuntimeDep, admin_token, scoped
+from tenantry.api.auth import AdminActor, Caller, RuntimeDep, admin_token, scoped
 from tenantry.api.billing.pdf import PdfError, PdfTimeout
 from tenantry.api.billing.schemas import (
     CreditNoteIn,
@@ -160,11 +160,13 @@ async def get_invoice_pdf(invoice_id: str, rt: RuntimeDep) -> Response:
     responses=responses(Unauthorized, NotFound, Conflict, Unprocessable, Unavailable),
     openapi_extra=json_body(PaymentIn),
 )
-async def record_payment(invoice_id: str, request: Request, rt: RuntimeDep) -> InvoiceOut:
+async def record_payment(
+    invoice_id: str, request: Request, rt: RuntimeDep, by: AdminActor
+) -> InvoiceOut:
     payment = parse_body(PaymentIn, await read_body(request, rt.settings.max_body_bytes))
     invoice = await rt.billing.record_payment(
         _invoice_id(invoice_id), payment.amount, payment.method, payment.reference,
-        payment.paid_at,
+        payment.paid_at, by=by,
     )  # fmt: skip
     return invoice_out(invoice)
 
@@ -176,8 +178,9 @@ async def record_payment(invoice_id: str, request: Request, rt: RuntimeDep) -> I
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Conflict, Unavailable),
 )
-async def void_invoice(invoice_id: str, rt: RuntimeDep) -> InvoiceOut:
-    return invoice_out(await rt.billing.change_status(_invoice_id(invoice_id), InvoiceStatus.VOID))
+async def void_invoice(invoice_id: str, rt: RuntimeDep, by: AdminActor) -> InvoiceOut:
+    target = InvoiceStatus.VOID
+    return invoice_out(await rt.billing.change_status(_invoice_id(invoice_id), target, by=by))
 
 
 @router.post(
@@ -187,9 +190,9 @@ async def void_invoice(invoice_id: str, rt: RuntimeDep) -> InvoiceOut:
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Conflict, Unavailable),
 )
-async def mark_uncollectible(invoice_id: str, rt: RuntimeDep) -> InvoiceOut:
+async def mark_uncollectible(invoice_id: str, rt: RuntimeDep, by: AdminActor) -> InvoiceOut:
     target = InvoiceStatus.UNCOLLECTIBLE
-    return invoice_out(await rt.billing.change_status(_invoice_id(invoice_id), target))
+    return invoice_out(await rt.billing.change_status(_invoice_id(invoice_id), target, by=by))
 
 
 @router.post(
@@ -200,9 +203,13 @@ async def mark_uncollectible(invoice_id: str, rt: RuntimeDep) -> InvoiceOut:
     responses=responses(Unauthorized, NotFound, Conflict, Unprocessable, Unavailable),
     openapi_extra=json_body(CreditNoteIn),
 )
-async def credit_note(invoice_id: str, request: Request, rt: RuntimeDep) -> CreditNoteOut:
+async def credit_note(
+    invoice_id: str, request: Request, rt: RuntimeDep, by: AdminActor
+) -> CreditNoteOut:
     note = parse_body(CreditNoteIn, await read_body(request, rt.settings.max_body_bytes))
-    invoice, number = await rt.billing.credit(_invoice_id(invoice_id), note.amount, note.reason)
+    invoice, number = await rt.billing.credit(
+        _invoice_id(invoice_id), note.amount, note.reason, by=by
+    )
     return CreditNoteOut(number=number, invoice=invoice_out(invoice))
 
 
@@ -214,13 +221,13 @@ async def credit_note(invoice_id: str, request: Request, rt: RuntimeDep) -> Cred
     responses=responses(Unauthorized, NotFound, Unprocessable, Unavailable),
     openapi_extra=json_body(RunIn, required=False),
 )
-async def billing_run(request: Request, rt: RuntimeDep) -> RunOut:
+async def billing_run(request: Request, rt: RuntimeDep, by: AdminActor) -> RunOut:
     body = await read_body(request, rt.settings.max_body_bytes)
     selector = parse_body(RunIn, body).tenant if body.strip() else None
     tenant_uid = None
     if selector is not None:
         tenant_uid = (await existing_tenant(rt.catalog, selector.namespace, selector.name)).uid
-    result = await rt.billing.run(tenant_uid=tenant_uid)
+    result = await rt.billing.run(tenant_uid=tenant_uid, by=by)
     await rt.collect()
     return RunOut(
         id=result.id,

@@ -40,7 +40,9 @@ from tenantry.core.lifecycle import Boundary, LateUsage, Terms
 from tenantry.core.periods import Period
 from tenantry.core.revenue import Revenue, revenue
 from tenantry.core.usage import period_values
+from tenantry.db import audit
 from tenantry.db import subscriptions as subscriptions_repository
+from tenantry.db.audit import Actor
 
 log = logging.getLogger("tenantry.api.billing")
 
@@ -118,11 +120,17 @@ class BillingService:
 
     # ------------------------------------------------------------ runs
 
-    async def run(self, *, tenant_uid: str | None = None, trigger: str = "admin") -> RunResult:
-        """Bill every subscription (or one tenant's) up to now."""
+    async def run(
+        self, *, tenant_uid: str | None = None, trigger: str = "admin", by: Actor | None = None
+    ) -> RunResult:
+        """Bill every subscription (or one tenant's) up to now; `by` whoever asked for it
+        (the audit trail records them), none for scheduled runs."""
         now = self.clock()
         async with self.engine.begin() as conn:
             run_id = await repo.start_run(conn, tenant_uid or "all", trigger, now)
+            if by is not None:
+                await audit.record(conn, by, "billing.run_started", tenant_uid or "all",
+                                   {"run": run_id})  # fmt: skip
             uids = await subscriptions_repository.all_uids(conn, tenant_uid)
         drafted = finalized = failed = 0
         error: str | None = None
@@ -364,7 +372,7 @@ class BillingService:
 
     async def record_payment(
         self, invoice_id: str, amount: int, method: str, reference: str,
-        paid_at: dt.datetime | None,
+        paid_at: dt.datetime | None, *, by: Actor,
     ) -> Invoice:  # fmt: skip
         """Record a payment against an open invoice; the same reference twice is one payment."""
         now = self.clock()
@@ -397,6 +405,10 @@ class BillingService:
                     details={"amountDue": invoice.amount_due},
                 )
             await repo.add_payment(conn, invoice_id, amount, method, reference, paid_at or now)
+            await audit.record(conn, by, "invoice.payment_recorded", invoice_id, {
+                "number": invoice.number, "amount": amount, "currency": invoice.currency,
+                "method": method, "reference": reference,
+            })  # fmt: skip
             if amount == invoice.amount_due:
                 await repo.set_status(conn, invoice_id, InvoiceStatus.PAID, now)
             updated = await repo.get_invoice(conn, invoice_id)
@@ -407,7 +419,7 @@ class BillingService:
                  invoice.number)  # fmt: skip
         return updated
 
-    async def change_status(self, invoice_id: str, target: InvoiceStatus) -> Invoice:
+    async def change_status(self, invoice_id: str, target: InvoiceStatus, *, by: Actor) -> Invoice:
         """Void or mark uncollectible an open invoice (an issued invoice is never deleted)."""
         now = self.clock()
         async with self.engine.begin() as conn:
@@ -432,11 +444,17 @@ class BillingService:
                     details={"status": invoice.status.value, "target": target.value},
                 )
             await repo.set_status(conn, invoice_id, target, now)
+            await audit.record(conn, by, f"invoice.{target.value}", invoice_id, {
+                "number": invoice.number, "from": invoice.status.value,
+                "amount_due": invoice.amount_due, "currency": invoice.currency,
+            })  # fmt: skip
             updated = await repo.get_invoice(conn, invoice_id)
         assert updated is not None
         return updated
 
-    async def credit(self, invoice_id: str, amount: int, reason: str) -> tuple[Invoice, str]:
+    async def credit(
+        self, invoice_id: str, amount: int, reason: str, *, by: Actor
+    ) -> tuple[Invoice, str]:
         """Issue a credit note (its own gap-free sequence) against an issued invoice."""
         now = self.clock()
         async with self.engine.begin() as conn:
@@ -459,6 +477,10 @@ class BillingService:
                 )
             [number] = await repo.take_numbers(conn, self.settings.credit_note_prefix, 1)
             await repo.add_credit_note(conn, invoice_id, number, amount, reason, now)
+            await audit.record(conn, by, "invoice.credited", invoice_id, {
+                "number": invoice.number, "credit_note": number, "amount": amount,
+                "currency": invoice.currency, "reason": reason,
+            })  # fmt: skip
             refreshed = await repo.get_invoice(conn, invoice_id)
             assert refreshed is not None
             if refreshed.status == InvoiceStatus.OPEN and refreshed.amount_due == 0:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from tenantry.api.auth import RuntimeDep, admin_token
+from tenantry.api.auth import AdminActor, RuntimeDep, admin_token
 from tenantry.api.errors import (
     Conflict,
     NotFound,
@@ -69,5 +69,5 @@ async def deliveries(
     dependencies=admin,
     responses=responses(Unauthorized, NotFound, Conflict, Unavailable),
 )
-async def retry(delivery_id: str, rt: RuntimeDep) -> DeliveryOut:
-    return delivery_out(await rt.outbound.retry(_delivery_id(delivery_id)))
+async def retry(delivery_id: str, rt: RuntimeDep, by: AdminActor) -> DeliveryOut:
+    return delivery_out(await rt.outbound.retry(_delivery_id(delivery_id), by=by))

@@ -13,7 +13,8 @@ from tenantry.api.outbound.thresholds import ThresholdWatch
 from tenantry.api.outbound.worker import DeliveryWorker
 from tenantry.api.tenants.catalog import Tenant
 from tenantry.core.clock import Clock
-from tenantry.db import outbox
+from tenantry.db import audit, outbox
+from tenantry.db.audit import Actor
 
 THRESHOLD_CHECK_DELAY = 1.0
 """Seconds after a tenant's usage moved before its thresholds are checked (one check
@@ -47,10 +48,13 @@ class Outbound:
                 conn, limit=limit, state=state, event_type=event_type, before=before
             )
 
-    async def retry(self, delivery_id: str) -> outbox.Delivery:
+    async def retry(self, delivery_id: str, *, by: Actor) -> outbox.Delivery:
         """Queue a failed delivery again; a pending one is answered as it is."""
         async with self.engine.begin() as conn:
             delivery = await outbox.requeue(conn, delivery_id)
+            if delivery is not None and delivery.state == "pending":
+                about = {"endpoint": delivery.endpoint, "event": delivery.event_type}
+                await audit.record(conn, by, "webhook.delivery_retried", delivery_id, about)
         if delivery is None:
             raise no_delivery(delivery_id)
         if delivery.state == "delivered":

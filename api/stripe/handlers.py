@@ -48,6 +48,7 @@ from tenantry.api.stripe import repository as repo
 from tenantry.api.tenants.kube import Kube
 from tenantry.core import outbound
 from tenantry.core.invoices import Invoice, InvoiceStatus
+from tenantry.db import audit
 
 log = logging.getLogger("tenantry.api.stripe")
 
@@ -496,8 +497,9 @@ async def invoice_paid(ctx: Context, event: StripeEvent) -> Outcome:
         # holds no lock on the invoice that record_payment waits for.
         try:
             await ctx.billing.record_payment(
-                invoice_id, payment.amount, PAYMENT_METHOD, payment.reference, payment.paid_at
-            )
+                invoice_id, payment.amount, PAYMENT_METHOD, payment.reference, payment.paid_at,
+                by=audit.STRIPE,
+            )  # fmt: skip
         except ApiError as error:
             if error.code != "payment_reference_taken":
                 raise NotYet(f"invoice {invoice_id} changed meanwhile: {error.message}") from error

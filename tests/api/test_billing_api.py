@@ -167,3 +167,50 @@ async def test_an_instance_reads_its_own_invoices_with_billing_read(
         refused = await client.get("/v1/invoices")
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "insufficient_scope"
+
+
+async def test_every_hand_made_change_leaves_an_audit_record(
+    make_world: Callable[..., World], billing_api: ApiServer
+) -> None:
+    world = make_world()
+    invoice = await first_invoice(billing_api, world)
+    target = invoice["id"]
+    async with billing_api.admin() as admin:
+        admin.headers["Tenantry-Actor"] = "alice@example.com"
+        paid = await admin.post(
+            f"/v1/admin/invoices/{target}/payments",
+            json={"amount": 4900, "method": "bank_transfer", "reference": "audit-1"},
+        )
+        assert paid.status_code == 200, paid.text
+        refused = await admin.post(f"/v1/admin/invoices/{target}/void")  # paid: refused
+        assert refused.status_code == 409
+        del admin.headers["Tenantry-Actor"]
+        credited = await admin.post(
+            f"/v1/admin/invoices/{target}/credit-notes", json={"amount": 100, "reason": "Sorry"}
+        )
+        assert credited.status_code == 200, credited.text
+        trail = await admin.get("/v1/admin/audit", params={"target": target})
+        assert trail.status_code == 200, trail.text
+        everything = await admin.get("/v1/admin/audit", params={"limit": 100})
+        first_page = await admin.get("/v1/admin/audit", params={"limit": 1})
+        second_page = await admin.get(
+            "/v1/admin/audit", params={"limit": 1, "cursor": first_page.json()["nextCursor"]}
+        )
+        assert (await admin.get("/v1/admin/audit", params={"cursor": "x"})).status_code == 422
+    records = trail.json()["records"]
+    # Newest first; the refused void changed nothing and left nothing.
+    assert [r["action"] for r in records] == ["invoice.credited", "invoice.payment_recorded"]
+    credit, payment = records
+    assert (payment["actor"], payment["address"]) == ("admin:alice@example.com", "127.0.0.1")
+    assert payment["details"] == {"number": invoice["number"], "amount": 4900,
+                                  "currency": "USD", "method": "bank_transfer",
+                                  "reference": "audit-1"}  # fmt: skip
+    assert credit["actor"] == "admin"
+    assert credit["details"]["reason"] == "Sorry"
+    assert credit["details"]["credit_note"].startswith("CN-")
+    runs = [r for r in everything.json()["records"] if r["action"] == "billing.run_started"]
+    assert runs
+    assert runs[0]["target"] == world.uid
+    assert second_page.json()["records"][0]["id"] < first_page.json()["records"][0]["id"]
+    # A name, never a credential.
+    assert billing_api.admin_token not in everything.text

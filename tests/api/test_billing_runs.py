@@ -28,9 +28,11 @@ from tenantry.core.lifecycle import Terms
 from tenantry.core.periods import Period
 from tenantry.core.resources import PlanSpec
 from tenantry.db import subscriptions as repository
+from tenantry.db.audit import Actor
 from tenantry.db.engine import create_engine
 
 UTC = dt.UTC
+ADMIN = Actor("admin", "127.0.0.1")
 PLAN = PlanSpec.model_validate(
     {
         "displayName": "Pro",
@@ -225,22 +227,22 @@ async def test_payments_void_and_credit_notes(engine: AsyncEngine) -> None:
     [invoice] = await invoices(svc, terms)
     assert (invoice.totals.subtotal, invoice.totals.tax, invoice.totals.total) == (4900, 931, 5831)
 
-    paid = await svc.record_payment(invoice.id, 3000, "bank_transfer", "ref-1", None)
+    paid = await svc.record_payment(invoice.id, 3000, "bank_transfer", "ref-1", None, by=ADMIN)
     assert (paid.status, paid.amount_due) == (InvoiceStatus.OPEN, 2831)
-    again = await svc.record_payment(invoice.id, 3000, "bank_transfer", "ref-1", None)
+    again = await svc.record_payment(invoice.id, 3000, "bank_transfer", "ref-1", None, by=ADMIN)
     assert again.amount_due == 2831  # the same reference twice is one payment
     with pytest.raises(Unprocessable, match="exceeds the amount due"):
-        await svc.record_payment(invoice.id, 5000, "card", "ref-2", None)
-    done = await svc.record_payment(invoice.id, 2831, "card", "ref-2", None)
+        await svc.record_payment(invoice.id, 5000, "card", "ref-2", None, by=ADMIN)
+    done = await svc.record_payment(invoice.id, 2831, "card", "ref-2", None, by=ADMIN)
     assert (done.status, done.amount_due) == (InvoiceStatus.PAID, 0)
     with pytest.raises(Conflict, match="cannot become void"):
-        await svc.change_status(invoice.id, InvoiceStatus.VOID)
+        await svc.change_status(invoice.id, InvoiceStatus.VOID, by=ADMIN)
 
-    credited, number = await svc.credit(invoice.id, 500, "Outage on May 7")
+    credited, number = await svc.credit(invoice.id, 500, "Outage on May 7", by=ADMIN)
     assert number.startswith("CN-")
     assert credited.amount_credited == 500
     with pytest.raises(Unprocessable, match="exceeds"):
-        await svc.credit(invoice.id, 6000, "too much")
+        await svc.credit(invoice.id, 6000, "too much", by=ADMIN)
 
 
 async def test_reverse_charge_and_void(engine: AsyncEngine) -> None:
@@ -254,11 +256,11 @@ async def test_reverse_charge_and_void(engine: AsyncEngine) -> None:
     assert invoice.totals.reverse_charge
     assert invoice.totals.tax == 0
     assert invoice.totals.total == 4900
-    lost = await svc.change_status(invoice.id, InvoiceStatus.UNCOLLECTIBLE)
+    lost = await svc.change_status(invoice.id, InvoiceStatus.UNCOLLECTIBLE, by=ADMIN)
     assert (lost.status, lost.amount_due) == (InvoiceStatus.UNCOLLECTIBLE, 0)
     with pytest.raises(Conflict, match="payments are recorded against open invoices"):
-        await svc.record_payment(invoice.id, 100, "card", "late", None)
-    voided = await svc.change_status(invoice.id, InvoiceStatus.VOID)
+        await svc.record_payment(invoice.id, 100, "card", "late", None, by=ADMIN)
+    voided = await svc.change_status(invoice.id, InvoiceStatus.VOID, by=ADMIN)
     assert (voided.status, voided.amount_due, voided.number) == (
         InvoiceStatus.VOID, 0, invoice.number,
     )  # fmt: skip

@@ -52,7 +52,7 @@ async def test_openapi_matches_what_is_served(api_server: ApiServer) -> None:
         ("post", "/v1/admin/webhook-deliveries/{delivery_id}/retry"),
         ("post", "/v1/admin/tenants/{namespace}/{name}/checkout-session"),
         ("post", "/v1/admin/tenants/{namespace}/{name}/portal-session"),
-        ("post", "/v1/signup"), ("get", "/v1/signup/checkout"),
+        ("post", "/v1/signup"), ("get", "/v1/signup/checkout"), ("get", "/v1/admin/audit"),
     }  # fmt: skip
     assert {(m, p) for p, ops in paths.items() for m in ops} == served
     schemas = document["components"]["schemas"]
