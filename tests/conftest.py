@@ -12,8 +12,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import DRIFT_INTERVAL, REPO, SUBSCRIPTION_INTERVAL, Clock, Kube, OperatorProcess
+from support import (
+    DRIFT_INTERVAL,
+    REPO,
+    SECRETS,
+    SUBSCRIPTION_INTERVAL,
+    Clock,
+    Kube,
+    OperatorProcess,
+)
 from testbed import ControlPlane, Postgres, Redis, StripeMock, ensure_tools
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """As the session ends: no log any server wrote (operator, API, control plane,
+    PostgreSQL, Redis, stripe-mock) holds a credential the suite handled."""
+    yield
+    secrets = [s.encode() for s in SECRETS if len(s) >= 16]
+    leaks = []
+    for log in sorted(tmp_path_factory.getbasetemp().rglob("*.log")):
+        content = log.read_bytes()
+        leaks += [f"{log.name}: {s[:8].decode()}..." for s in secrets if s in content]
+    assert not leaks, f"credentials in logs: {leaks}"
 
 
 @pytest.fixture(scope="session")

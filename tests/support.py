@@ -21,6 +21,16 @@ from tenantry import license as lic
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+
+SECRETS: set[str] = set()
+"""Every credential the suite has handled (tokens, API keys, licenses, webhook secrets):
+no log of the suite may contain one (checked as the session ends, tests/conftest.py)."""
+
+
+def secret(value: str) -> str:
+    """Remember a credential, and give it back."""
+    SECRETS.add(value)
+    return value
 DRIFT_INTERVAL = 3.0
 """Seconds between the operator's drift repairs in the tests."""
 SUBSCRIPTION_INTERVAL = 1.0
@@ -358,10 +368,11 @@ def decoded(secret: dict[str, Any], key: str) -> str:
 def license_claims(kube: Kube, namespace: str) -> dict[str, Any] | None:
     """The claims of the license in a tenant namespace's Secret, unverified (the
     signature is tested on its own); None while there is none."""
-    secret = license_secret(kube, namespace)
-    if not secret or "license.jwt" not in (secret.get("data") or {}):
+    stored = license_secret(kube, namespace)
+    if not stored or "license.jwt" not in (stored.get("data") or {}):
         return None
-    return json.loads(unb64url(decoded(secret, "license.jwt").split(".")[1]))  # type: ignore[no-any-return]
+    token = secret(decoded(stored, "license.jwt"))
+    return json.loads(unb64url(token.split(".")[1]))  # type: ignore[no-any-return]
 
 
 def provision(kube: Kube, names: dict[str, str], **tenant_spec: Any) -> dict[str, Any]:

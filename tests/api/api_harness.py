@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 from support import REPO, Kube, condition, dig, is_ready, wait_for
+from support import secret as remember
 from testbed import free_port
 
 from tenantry.core.periods import BillingCycle, Interval, Period
@@ -42,6 +43,8 @@ class ApiServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ApiServer:
+        remember(self.admin_token)
+        remember(self.introspection_token)
         self.port = free_port()
         env = {
             **os.environ,
@@ -165,7 +168,7 @@ class World:
             timeout,
         )
         namespace, secret = obj["status"]["secretRef"].split("/")
-        return secret_key(self.kube, namespace, secret)
+        return remember(secret_key(self.kube, namespace, secret))
 
 
 def secret_key(kube: Kube, namespace: str, name: str) -> str:

@@ -24,9 +24,10 @@ from api_harness import ApiServer, World
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import Kube
+from support import secret as remember
 from testbed import StripeMock
 
-SECRET = "whsec_" + secrets.token_hex(16)
+SECRET = remember("whsec_" + secrets.token_hex(16))
 
 
 def sign(body: bytes, secret: str = SECRET, at: int | None = None) -> str:

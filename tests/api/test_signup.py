@@ -16,7 +16,7 @@ import httpx
 import pytest
 from api_harness import ApiServer
 from stripe_support import stripe_env
-from support import Clock, Kube, dig, is_ready, plan, wait_for
+from support import Clock, Kube, dig, is_ready, plan, secret, wait_for
 from testbed import StripeMock
 
 from tenantry.api.links import Links
@@ -184,7 +184,7 @@ async def signup_to_checkout(api: ApiServer, kube: Kube, clock: Clock, namespace
         assert opened.status_code == 303, opened.text
         assert opened.headers["location"].startswith("https://")
 
-        token = parse_qs(urlsplit(link).query)["token"][0]
+        token = secret(parse_qs(urlsplit(link).query)["token"][0])
         forged = Links("another-admin-token").sign(
             "signup-checkout", f"{namespace}/someone-else", clock.now() + dt.timedelta(hours=1)
         )
