@@ -261,6 +261,22 @@ class ControlPlane:
         self.kubeconfig.write_text(json.dumps(config, indent=2))
         self.kubeconfig.chmod(0o600)
 
+    def halt_apiserver(self) -> None:
+        """Stop kube-apiserver (etcd and the controller manager run on), as an outage
+        or an upgrade of the control plane would; `resume_apiserver` brings it back."""
+        self._apiserver().stop()
+
+    def resume_apiserver(self, timeout: float = 90) -> None:
+        """Start kube-apiserver again as it was: the same port, certificates and data."""
+        old = self._apiserver()
+        argv = [str(arg) for arg in old.process.args]  # type: ignore[union-attr]
+        new = spawn("kube-apiserver", argv, self.state)
+        self.services[self.services.index(old)] = new
+        wait_until(self._ready, "kube-apiserver", timeout, new.process, new.log)
+
+    def _apiserver(self) -> Service:
+        return next(s for s in self.services if s.name == "kube-apiserver")
+
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()

@@ -43,23 +43,30 @@ def tools() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory, tools: dict[str, Path]) -> Iterator[Kube]:
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, tools: dict[str, Path]
+) -> Iterator[ControlPlane | None]:
+    """The suite's own control plane; None with TENANTRY_TEST_KUBECONFIG (a cluster of
+    yours, which the fault tests that restart kube-apiserver refuse to touch)."""
+    if os.environ.get("TENANTRY_TEST_KUBECONFIG"):
+        yield None
+        return
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane")).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane | None, tools: dict[str, Path]) -> Kube:
     external = os.environ.get("TENANTRY_TEST_KUBECONFIG")
-    plane = None
-    if external:
-        kubeconfig = Path(external)
-    else:
-        plane = ControlPlane(tmp_path_factory.mktemp("control-plane")).start()
-        kubeconfig = plane.kubeconfig
+    kubeconfig = Path(external) if external else control_plane.kubeconfig  # type: ignore[union-attr]
     cluster = Kube(kubeconfig=kubeconfig, helm_binary=tools["helm"])
     cluster.kubectl("apply", "-f", str(REPO / "crds"))
     cluster.kubectl("wait", "--for", "condition=Established", "crd", "-l", "", "--all",
                     "--timeout=60s")  # fmt: skip
-    try:
-        yield cluster
-    finally:
-        if plane:
-            plane.stop()
+    return cluster
 
 
 @pytest.fixture(scope="session")
