@@ -19,6 +19,7 @@ from tenantry.api.audit import router as audit_router
 from tenantry.api.auth import SERVICE_TOKEN, SERVICE_TOKEN_SCHEME
 from tenantry.api.billing.endpoints import router as billing_router
 from tenantry.api.licenses.endpoints import router as licenses_router
+from tenantry.api.limits import BodyLimit
 from tenantry.api.outbound.endpoints import router as outbound_router
 from tenantry.api.quotas.endpoints import router as quotas_router
 from tenantry.api.runtime import Runtime
@@ -64,6 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(stripe_router)  # first: Stripe waits for its answers
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(apikeys_router)
     app.include_router(usage_router)
     app.include_router(quotas_router)

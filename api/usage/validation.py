@@ -49,6 +49,12 @@ def parse_batch(body: bytes) -> tuple[list[tuple[int, UsageEvent]], list[Rejecti
             f'The body is not valid JSON ({error}); send {{"events": [...]}}.',
             code="invalid_json",
         ) from error
+    except RecursionError:
+        # Python's parser recurses per level; pydantic's, which read it first, stops at 200.
+        raise BadRequest(
+            'The body nests too deeply to be a batch of events; send {"events": [...]}.',
+            code="invalid_json",
+        ) from None
     events = document.get("events") if isinstance(document, dict) else None
     if not isinstance(events, list) or set(document) != {"events"}:
         raise Unprocessable(
@@ -74,8 +80,12 @@ def parse_batch(body: bytes) -> tuple[list[tuple[int, UsageEvent]], list[Rejecti
 
 
 def _transaction_id(raw: Any) -> str | None:
+    """The id to name a refused event by, when it is one a client could have sent
+    (printable ASCII, as ids are): never echo bytes that cannot be encoded back."""
     value = raw.get("transaction_id") if isinstance(raw, dict) else None
-    return value if isinstance(value, str) else None
+    if isinstance(value, str) and value.isascii() and value.isprintable() and len(value) <= 128:
+        return value
+    return None
 
 
 def _explain(error: ValidationError) -> str:
