@@ -36,7 +36,7 @@ class BodyLimit:
         while True:
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body"):
-                return message["type"] == "http.request"
+                return bool(message["type"] == "http.request")
 
     async def _refuse(self, send: Send, size: int, keep_alive: bool) -> None:
         body = json.dumps({"error": {
