@@ -345,6 +345,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
     @kopf.on.resume(*apikeys, id="reconcile", registry=registry)
     @kopf.on.create(*apikeys, id="reconcile", registry=registry)
     @kopf.on.update(*apikeys, id="reconcile", registry=registry)
+    @errors.boundary
     async def reconcile_apikey(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
     ) -> None:
@@ -352,6 +353,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
 
     @kopf.timer(*apikeys, id="refresh", interval=REFRESH_INTERVAL, initial_delay=REFRESH_INTERVAL,
                 registry=registry)  # fmt: skip
+    @errors.boundary
     async def refresh_apikey(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
     ) -> None:
@@ -359,6 +361,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
         await run(body, memo, patch, logger)
 
     @kopf.on.delete(*apikeys, id="finalize", registry=registry)
+    @errors.boundary
     async def delete_apikey(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         ctx = ctx_of(memo)
         async with ctx.lock(("ApiKey", body.metadata.namespace, body.metadata.name)):

@@ -29,6 +29,8 @@ class Context:
     database: AsyncEngine | None = None
     stripe: Stripe | None = None  # None: Stripe is off, and never called
     clock: Clock = system_clock
+    deleting: set[str] = field(default_factory=set)
+    """Uids of Tenants marked for deletion: never reconciled again."""
     _locks: defaultdict[Any, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )

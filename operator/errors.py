@@ -14,21 +14,35 @@
                     (a kopf.TemporaryError) Stripe did not answer, failed, or
                     asked to slow down
 
-Kubernetes API errors become temporary errors through `retry_later`,
-SQLAlchemy errors through `database`, Stripe's errors through
+Kubernetes API errors become temporary errors through `retry_later`, and
+the client's transport errors (its pool exhausted, a timeout, a reset
+connection) through `boundary`, which wraps every handler: each is retried
+in `TRANSPORT_DELAY` seconds, never after kopf's default minute. SQLAlchemy
+errors become temporary errors through `database`, Stripe's through
 `Stripe.calling` (operator/stripe/client.py); pydantic validation errors
 become InvalidSpec messages through `spec_error`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import ParamSpec, TypeVar
 
+import httpx2
 import kopf
 from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from tenantry.operator import metrics
+
+TRANSPORT_DELAY = 3.0
+"""Seconds before a pass that met a transport error runs again."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class NotReady(Exception):
@@ -91,3 +105,34 @@ async def database() -> AsyncIterator[None]:
         yield
     except SQLAlchemyError as error:
         raise database_error(error) from error
+
+
+def transport_error(error: httpx2.TransportError) -> kopf.TemporaryError:
+    """The API server did not answer: no connection free in time, a timeout, a reset."""
+    kind = type(error).__name__
+    metrics.KUBE_TRANSPORT_ERRORS.labels(error=kind).inc()
+    detail = str(error) or "no detail"
+    return kopf.TemporaryError(
+        f"Kubernetes API: {kind} ({detail}); retrying in {TRANSPORT_DELAY:g} s",
+        delay=TRANSPORT_DELAY,
+    )
+
+
+@asynccontextmanager
+async def kubernetes() -> AsyncIterator[None]:
+    """Map the Kubernetes client's transport errors raised inside onto temporary errors."""
+    try:
+        yield
+    except httpx2.TransportError as error:
+        raise transport_error(error) from error
+
+
+def boundary(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A kopf handler whose transport errors are retried in a few seconds."""
+
+    @functools.wraps(handler)
+    async def mapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        async with kubernetes():
+            return await handler(*args, **kwargs)
+
+    return mapped

@@ -1,41 +1,121 @@
-"""The adapter over pyhelm3: one release of the customer-instance chart per tenant."""
+"""The adapter over pyhelm3: one release of the customer-instance chart per tenant.
+
+helm is the expensive part of a reconcile (a process of about 0.2 CPU-s for
+each `status`, `get values` or `show chart`, more for an install), so it runs
+only when something differs: what is deployed is read from the release's
+own Secret on the API server (`sh.helm.release.v1.NAME.vN`: its status, its
+chart, the values it was given, the objects of its manifest), compared with
+what should be, and helm runs when they differ or an object is missing.
+Every helm process takes a slot of `work.Slots` first.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
 from typing import Any
 
 import kopf
-from pyhelm3 import Client
+from pyhelm3 import Client, Command
 from pyhelm3 import errors as helm_errors
 from pyhelm3.models import Chart
 
 from tenantry.core.resources import ReleaseSummary
+from tenantry.operator import metrics
 from tenantry.operator.errors import InvalidSpec
+from tenantry.operator.kube import Cluster, ReleaseRecord
+from tenantry.operator.work import Slots
+
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+class BoundedCommand(Command):
+    """pyhelm3's command runner, one slot per helm process, each counted.
+
+    A cancelled caller (shutdown, a deleted Tenant's timer) terminates its
+    helm process: pyhelm3 terminates the process it started, and that is
+    helm itself because the shell line starts with `exec` (pyhelm3 runs
+    helm through `sh -c`, and dash would otherwise leave helm running,
+    orphaned, when the shell is terminated)."""
+
+    def __init__(self, slots: Slots, **options: Any) -> None:
+        super().__init__(**options)
+        self.slots = slots
+        self.helm = options.get("executable", "helm")
+
+    def exec_helm(self) -> None:
+        """From now on the shell replaces itself with helm (after pyhelm3 has read the
+        version, which it runs without a shell)."""
+        self._executable = "exec"
+
+    async def run(self, command: list[str], input: bytes | None = None) -> bytes:
+        name = str(command[0]) if command else "helm"
+        if self._executable == "exec":
+            command = [self.helm, *command]
+        async with self.slots.slot():
+            try:
+                output: bytes = await super().run(command, input)
+            except helm_errors.Error:
+                metrics.HELM_OPERATIONS.labels(command=name, result="failed").inc()
+                raise
+        metrics.HELM_OPERATIONS.labels(command=name, result="ok").inc()
+        return output
+
+
+def client(executable: str, timeout: str, slots: Slots) -> Client:
+    command = BoundedCommand(slots, executable=executable, default_timeout=timeout)
+    helm = Client(command, executable=executable, default_timeout=timeout)
+    command.exec_helm()
+    return helm
 
 
 class Releases:
-    def __init__(self, client: Client, chart_path: str, timeout: str) -> None:
+    def __init__(self, client: Client, chart_path: str, timeout: str, cluster: Cluster) -> None:
         self.client = client
         self.chart_path = chart_path
         self.timeout = timeout
-        self._chart: Chart | None = None
+        self.cluster = cluster
+        self._chart: asyncio.Task[Chart] | None = None
 
     async def chart(self) -> Chart:
+        """The chart's metadata (`helm show chart`), asked once however many ask at once."""
         if self._chart is None:
-            self._chart = await self.client.get_chart(self.chart_path)
-        return self._chart
+            # Shared, so in a context of its own: not the first caller's priority, nor
+            # dropped with it when that caller's Tenant is deleted.
+            self._chart = asyncio.get_running_loop().create_task(
+                self.client.get_chart(self.chart_path), context=contextvars.Context()
+            )
+        task = self._chart
+        try:
+            # Shielded: one caller cancelled does not cancel the others' answer.
+            return await asyncio.shield(task)
+        except helm_errors.Error as error:
+            if self._chart is task:
+                self._chart = None
+            raise kopf.TemporaryError(f"helm show chart: {_stderr(error)}", delay=5) from error
 
     async def ensure(
-        self, name: str, namespace: str, values: dict[str, Any], *, new_namespace: bool = False
-    ) -> ReleaseSummary:
-        """Install or upgrade, only when the chart or the values differ from what is deployed.
+        self, name: str, namespace: str, values: dict[str, Any], logger: Logger
+    ) -> tuple[ReleaseSummary, bool]:
+        """Install or upgrade when the chart or the values differ from what is deployed, or
+        an object of the release is missing; the release, and whether helm changed it.
 
-        In a namespace created a moment ago there is no release to compare
-        with, so the status probe is skipped. Never waits for Pods: readiness
-        of the workload is the instance's own business, and a test bed
-        without kubelets has none.
+        Never waits for Pods: readiness of the workload is the instance's own
+        business, and a test bed without kubelets has none.
         """
         chart = await self.chart()
+        record = await self.cluster.release_record(namespace, name)
+        if record is not None:
+            differs = _differences(record, chart, values)
+            if not differs:
+                missing = await self.cluster.missing(record.objects)
+                if not missing:
+                    return _summary(record), False
+                differs = "lacks " + ", ".join(
+                    f"{ref.kind} {ref.namespace}/{ref.name}" for ref in missing
+                )
+            logger.info(f"Release {namespace}/{name} revision {record.revision} {differs}")
         options: dict[str, Any] = {
             "namespace": namespace,
             "create_namespace": False,
@@ -43,11 +123,16 @@ class Releases:
             "timeout": self.timeout,
         }
         try:
-            if new_namespace:
+            if record is not None and record.status == "failed" and record.revision == 1:
+                # An install that failed (a busy API server) is done again from scratch,
+                # rather than upgraded into revision 2 over a failed revision 1.
+                await self.client.uninstall_release(name, namespace=namespace, wait=False)
+                record = None
+            if record is None or record.status in ("deployed", "failed", "superseded"):
                 revision = await self.client.install_or_upgrade_release(
                     name, chart, values, **options
                 )
-            else:
+            else:  # pending-*, uninstalling: pyhelm3 rolls back or finishes it first
                 revision = await self.client.ensure_release(name, chart, values, **options)
         except helm_errors.FailedToRenderChartError as error:
             raise InvalidSpec(
@@ -55,18 +140,20 @@ class Releases:
             ) from error
         except helm_errors.Error as error:
             raise kopf.TemporaryError(f"helm failed: {_stderr(error)}", delay=5) from error
-        return ReleaseSummary(
+        summary = ReleaseSummary(
             name=name,
             revision=revision.revision,
             chart_version=chart.metadata.version,
             status=revision.status.value,
         )
+        return summary, True
 
-    async def uninstall(self, name: str, namespace: str) -> bool:
-        """Uninstall the release; False when there was none."""
-        try:
-            await self.client.get_current_revision(name, namespace=namespace)
-        except helm_errors.ReleaseNotFoundError:
+    async def uninstall(self, name: str, namespace: str, *, namespace_going: bool = False) -> bool:
+        """Uninstall the release; False when there was none, or when `namespace_going`
+        (it is about to be deleted) and that removes everything of the release: no helm
+        process then, which matters when a thousand Tenants are deleted at once."""
+        record = await self.cluster.release_record(namespace, name)
+        if record is None or (namespace_going and record.confined_to(namespace)):
             return False
         try:
             await self.client.uninstall_release(
@@ -78,7 +165,37 @@ class Releases:
             raise kopf.TemporaryError(
                 f"helm uninstall failed: {_stderr(error)}", delay=5
             ) from error
+        finally:
+            self.cluster.forget_records(namespace)
         return True
+
+
+def _differences(record: ReleaseRecord, chart: Chart, values: dict[str, Any]) -> str:
+    """How the recorded release differs from what should be deployed ("" when it does not)."""
+    if record.status != "deployed":
+        return f"is {record.status}"
+    if (record.chart_name, record.chart_version) != (chart.metadata.name, chart.metadata.version):
+        return (
+            f"has chart {record.chart_name} {record.chart_version}, not "
+            f"{chart.metadata.name} {chart.metadata.version}"
+        )
+    if record.values != values:
+        changed = sorted(
+            key
+            for key in record.values.keys() | values.keys()
+            if record.values.get(key) != values.get(key)
+        )
+        return f"has other values ({', '.join(changed)})"
+    return ""
+
+
+def _summary(record: ReleaseRecord) -> ReleaseSummary:
+    return ReleaseSummary(
+        name=record.name,
+        revision=record.revision,
+        chart_version=record.chart_version,
+        status=record.status,
+    )
 
 
 def _stderr(error: helm_errors.Error) -> str:

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import httpx2
+import yaml
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.core.exceptions import ApiError, LoadResourceError
+from lightkube.core.generic_client import GenericAsyncClient
+from lightkube.core.resource import NamespacedResource
+from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
@@ -44,9 +53,154 @@ FIELD_MANAGER = "tenantry-operator"
 Tenant = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, TenantKind.plural)
 
 
+@dataclass
+class _PooledConnection(ConnectionParams):
+    """lightkube's connection parameters, with the pool's size (passed on to httpx2)."""
+
+    limits: httpx2.Limits | None = None
+
+
+def client(*, connections: int, timeout: float, field_manager: str = FIELD_MANAGER) -> AsyncClient:
+    """A client of the API server from $KUBECONFIG or the service account, with a pool
+    of `connections`: requests beyond them queue for a connection, within `timeout`."""
+    pooled = AsyncClient.__new__(AsyncClient)
+    pooled._timeout = httpx2.Timeout(timeout)
+    pooled._client = GenericAsyncClient(
+        _PooledConnection(
+            timeout=pooled._timeout,
+            limits=httpx2.Limits(
+                max_connections=connections, max_keepalive_connections=connections
+            ),
+        ),
+        None,
+        lazy=True,
+        field_manager=field_manager,
+    )
+    return pooled
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """What helm recorded about a release's latest revision, in its own Secret."""
+
+    name: str
+    revision: int
+    status: str  # deployed, failed, pending-install, pending-upgrade...
+    chart_name: str
+    chart_version: str
+    values: dict[str, Any]  # as given to helm (`helm get values`)
+    objects: tuple[ObjectRef, ...]  # what the manifest holds
+    hooks: int = 0  # hooks of the chart (a pre-delete hook runs on `helm uninstall` only)
+
+    def confined_to(self, namespace: str) -> bool:
+        """Whether deleting `namespace` removes everything of the release: every object
+        is of a namespaced kind, in it, and no hook waits for an uninstall."""
+        if self.hooks:
+            return False
+        for ref in self.objects:
+            try:
+                kind = resource_registry.load(ref.api_version, ref.kind)
+            except (LoadResourceError, AttributeError, ValueError):
+                return False  # a kind this client does not know: let helm remove it
+            if not issubclass(kind, NamespacedResource) or ref.namespace != namespace:
+                return False
+        return True
+
+
+def _decode_release(data: str, namespace: str) -> ReleaseRecord:
+    raw = base64.b64decode(base64.b64decode(data))
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    release = json.loads(raw)
+    objects = []
+    for document in yaml.load_all(release.get("manifest") or "", Loader=yaml.CSafeLoader):
+        if not isinstance(document, dict) or "kind" not in document:
+            continue
+        metadata = document.get("metadata") or {}
+        objects.append(
+            ObjectRef(
+                document.get("apiVersion", ""),
+                document["kind"],
+                metadata.get("name", ""),
+                metadata.get("namespace", namespace),
+            )
+        )
+    chart = (release.get("chart") or {}).get("metadata") or {}
+    return ReleaseRecord(
+        name=release["name"],
+        revision=int(release["version"]),
+        status=(release.get("info") or {}).get("status", "unknown"),
+        chart_name=chart.get("name", ""),
+        chart_version=chart.get("version", ""),
+        values=release.get("config") or {},
+        objects=tuple(objects),
+        hooks=len(release.get("hooks") or ()),
+    )
+
+
 class Cluster:
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
+        self._records: dict[str, tuple[str, str, ReleaseRecord]] = {}  # by Secret uid
+
+    async def release_record(self, namespace: str, name: str) -> ReleaseRecord | None:
+        """The latest revision of release `name`, read from helm's own Secrets (labels
+        `owner=helm,name=NAME`), or None when there is none; no helm process runs."""
+        try:
+            latest = None
+            async for secret in self.client.list(
+                Secret, namespace=namespace, labels={"owner": "helm", "name": name}
+            ):
+                version = int(
+                    ((secret.metadata and secret.metadata.labels) or {}).get("version", 0)
+                )
+                if latest is None or version > latest[0]:
+                    latest = (version, secret)
+        except ApiError as error:
+            if not_found(error):
+                return None
+            raise retry_later(error, f"Listing the release Secrets in {namespace}") from error
+        if latest is None:
+            return None
+        secret = latest[1]
+        assert secret.metadata is not None
+        # Decoded once per Secret version: a drift check of an unchanged release parses nothing.
+        uid, seen = secret.metadata.uid or "", secret.metadata.resourceVersion or ""
+        cached = self._records.get(uid)
+        if cached is None or cached[0] != seen:
+            record = _decode_release((secret.data or {}).get("release", ""), namespace)
+            cached = self._records[uid] = (seen, namespace, record)
+        return cached[2]
+
+    def forget_records(self, namespace: str) -> None:
+        """Drop what was decoded of the releases in `namespace` (its Tenant is gone)."""
+        self._records = {k: v for k, v in self._records.items() if v[1] != namespace}
+
+    async def missing(self, objects: Sequence[ObjectRef]) -> list[ObjectRef]:
+        """The objects that do not exist (kinds this client does not know are not checked)."""
+        gone = []
+        for ref in objects:
+            try:
+                kind = resource_registry.load(ref.api_version, ref.kind)
+            except (LoadResourceError, AttributeError, ValueError):
+                continue
+            try:
+                await self.client.get(kind, ref.name, namespace=ref.namespace)  # type: ignore[type-var]
+            except ApiError as error:
+                if not not_found(error):
+                    raise retry_later(
+                        error, f"Reading {ref.kind} {ref.namespace}/{ref.name}"
+                    ) from error
+                gone.append(ref)
+        return gone
 
     async def ensure_namespace(self, name: str, tenant_namespace: str, tenant_name: str) -> bool:
         """Create the tenant's namespace if missing; True when this call created it."""
@@ -166,13 +320,22 @@ class Cluster:
 
     async def namespace_phase(self, name: str) -> str | None:
         """`Active`, `Terminating`, or None when the namespace is gone."""
+        state = await self.namespace_state(name)
+        return state[0] if state else None
+
+    async def namespace_state(self, name: str) -> tuple[str, tuple[str, str] | None] | None:
+        """The namespace's phase and the Tenant it belongs to, as (namespace, name) from
+        its labels (None when it is no Tenant's); None when the namespace is gone."""
         try:
             namespace = await self.client.get(Namespace, name)
         except ApiError as error:
             if not_found(error):
                 return None
             raise retry_later(error, f"Reading namespace {name}") from error
-        return (namespace.status and namespace.status.phase) or "Active"
+        labels = (namespace.metadata and namespace.metadata.labels) or {}
+        tenant_namespace, tenant = labels.get(TENANT_NAMESPACE_LABEL), labels.get(TENANT_LABEL)
+        owner = (tenant_namespace, tenant) if tenant_namespace and tenant else None
+        return (namespace.status and namespace.status.phase) or "Active", owner
 
     async def delete_namespace(self, name: str, tenant_namespace: str, tenant_name: str) -> bool:
         """Delete the namespace if, and only if, it is this Tenant's; True while it still exists."""

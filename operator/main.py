@@ -8,12 +8,10 @@ import logging
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient
-from pyhelm3 import Client as HelmClient
 
 from tenantry.core import clock
 from tenantry.db.engine import create_engine
-from tenantry.operator import apikey, pricebook, subscription, tenant
+from tenantry.operator import apikey, helm, kube, metrics, peering, pricebook, subscription, tenant
 from tenantry.operator.context import Context
 from tenantry.operator.helm import Releases
 from tenantry.operator.keys import RevocationList, SigningKeys
@@ -23,8 +21,30 @@ from tenantry.operator.settings import OperatorSettings
 from tenantry.operator.stripe import client as stripe_client
 from tenantry.operator.stripe import customers as stripe_customers
 from tenantry.operator.stripe import plans as stripe_plans
+from tenantry.operator.work import Slots
 
 log = logging.getLogger("tenantry.operator")
+
+
+class ObjectFormatter(logging.Formatter):
+    """Names the object a line is about, `[Kind namespace/name]`, as kopf's per-object
+    logger records it; lines about no object are left as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ref = getattr(record, "k8s_ref", None)
+        if ref:
+            where = "/".join(part for part in (ref.get("namespace"), ref.get("name")) if part)
+            record = logging.makeLogRecord(record.__dict__)
+            record.msg = f"[{ref.get('kind') or 'object'} {where}] {record.msg}"
+        return super().format(record)
+
+
+def name_objects_in_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(ObjectFormatter(handler.formatter._fmt if handler.formatter else None))
+    # pyhelm3 logs each command without the object it is for; the handlers log what
+    # matters (a failure, with helm's message) on the object's own logger.
+    logging.getLogger("pyhelm3").setLevel(logging.ERROR)
 
 
 def context_of(memo: kopf.Memo) -> Context:
@@ -53,9 +73,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         # A timer still running when its object is deleted is checked again after this
         # long (kopf's default, 60 s, kept a deleted Subscription or Tenant that long).
         settings.background.cancellation_polling = 1
-        client = AsyncClient(field_manager="tenantry-operator")
+        client = kube.client(connections=config.kube_connections, timeout=config.kube_timeout)
         cluster = Cluster(client)
-        helm = HelmClient(executable=config.helm, default_timeout=config.helm_timeout)
+        slots = Slots(config.helm_concurrency)
+        log.info("Running at most %d helm processes at once", config.helm_concurrency)
         keys = SigningKeys(
             client,
             config.namespace,
@@ -76,7 +97,12 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         memo["context"] = Context(
             settings=config,
             cluster=cluster,
-            releases=Releases(helm, str(config.chart_path), config.helm_timeout),
+            releases=Releases(
+                helm.client(config.helm, config.helm_timeout, slots),
+                str(config.chart_path),
+                config.helm_timeout,
+                cluster,
+            ),
             chart=Chart.load(config.chart_path),
             keys=keys,
             revocations=revocations,
@@ -116,17 +142,35 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
 
 
 def run(
-    config: OperatorSettings, *, standalone: bool, priority: int = 0, liveness: str | None = None
+    config: OperatorSettings,
+    *,
+    standalone: bool,
+    priority: int | None = None,
+    liveness: str | None = None,
+    peering_name: str = "tenantry",
 ) -> None:
-    """Run until interrupted. Several replicas elect one active by kopf peering."""
+    """Run until interrupted. Several replicas keep one acting by kopf peering
+    (see operator/peering.py); `standalone` acts alone, whatever else runs."""
+    name_objects_in_logs()
+    metrics.serve(config.metrics_port)
     registry = build_registry(config)
-    asyncio.run(
-        kopf.operator(
+    settings = kopf.OperatorSettings()
+    settings.peering.lifetime = config.peering_lifetime
+
+    async def main() -> None:
+        if not standalone:
+            await peering.ensure_object(peering_name)
+        await kopf.operator(
             registry=registry,
+            settings=settings,
             clusterwide=True,
             standalone=standalone,
-            priority=priority,
+            # Naming the peering object makes peering mandatory: no replica acts
+            # unpaired because the object or its CRD is missing.
+            peering_name=None if standalone else peering_name,
+            priority=peering.oldest_first_priority() if priority is None else priority,
             liveness_endpoint=liveness,
             memo=kopf.Memo(),
         )
-    )
+
+    asyncio.run(main())

@@ -81,6 +81,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
     @kopf.on.update(*coupons, id="report", field="spec", registry=registry)
     @kopf.timer(*coupons, id="count", interval=interval, initial_delay=interval,
                 registry=registry)  # fmt: skip
+    @errors.boundary
     async def report_coupon(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any,
                             **_: Any) -> None:  # fmt: skip
         status, retry = await reconcile_coupon(ctx_of(memo), body, logger)
@@ -91,6 +92,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
     @kopf.on.resume(*tax_rates, id="report", registry=registry)
     @kopf.on.create(*tax_rates, id="report", registry=registry)
     @kopf.on.update(*tax_rates, id="report", field="spec", registry=registry)
+    @errors.boundary
     async def report_tax_rate(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any,
                               **_: Any) -> None:  # fmt: skip
         status, retry = await reconcile_tax_rate(ctx_of(memo), body, logger)

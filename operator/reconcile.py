@@ -46,6 +46,7 @@ class Reconcile:
         self.prior_conditions = prior_conditions
         self.observed: list[Observed] = []
         self.fields: dict[str, Any] = {}
+        self.changed: list[str] = []  # what this pass created or replaced, by name
         self.problem: NotReady | InvalidSpec | kopf.TemporaryError | None = None
 
     def spec(self, model: type[S]) -> S:

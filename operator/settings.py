@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -11,7 +12,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantry.core.outbound import Endpoints
 
-_REPO_CHART = Path(__file__).resolve().parent.parent / "charts" / "customer-instance"
+# Shipped inside the package (in a checkout, a link to charts/customer-instance).
+_PACKAGED_CHART = Path(__file__).resolve().parent / "charts" / "customer-instance"
+
+
+def _helm_concurrency() -> int:
+    # A helm install or upgrade costs about half a CPU-second and waits on the API
+    # server for longer: four per core keeps the machine busy without thrashing it.
+    return max(2, 4 * (os.cpu_count() or 1))
 
 
 class OperatorSettings(BaseSettings):
@@ -37,10 +45,43 @@ class OperatorSettings(BaseSettings):
         description="Secret holding the signed list of revoked license ids.",
     )
     chart_path: Path = Field(
-        default=_REPO_CHART, description="The customer-instance chart (a directory)."
+        default=_PACKAGED_CHART, description="The customer-instance chart (a directory)."
+    )
+    peering_lifetime: int = Field(
+        default=15,
+        ge=5,
+        le=600,
+        description="Seconds a replica's peering keep-alive counts: a replica killed without "
+        "notice is taken over this long after its last keep-alive at most.",
     )
     helm: str = Field(default="helm", description="The helm executable.")
     helm_timeout: str = "2m"
+    helm_concurrency: int = Field(
+        default_factory=_helm_concurrency,
+        ge=1,
+        description="Most helm processes at once (default: four per CPU, at least two). "
+        "Creations, deletions and resumes get a free slot before periodic drift checks.",
+    )
+    kube_connections: int = Field(
+        default=64,
+        ge=1,
+        description="Most connections to the Kubernetes API server at once; requests beyond "
+        "them queue for up to `kube_timeout` seconds.",
+    )
+    kube_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a Kubernetes API request may wait for a free connection, and "
+        "then for the server (each); a transport error is retried in a few seconds.",
+    )
+    metrics_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics (`GET /metrics` on all interfaces); 0 "
+        "turns them off. Reconciles by kind and result with durations, helm operations in "
+        "flight and waiting, Tenants by readiness, helm failures.",
+    )
     release_name: str = Field(default="instance", description="Helm release name per tenant.")
     license_secret: str = Field(
         default="tenantry-license", description="Secret in each tenant namespace for its license."
@@ -57,7 +98,11 @@ class OperatorSettings(BaseSettings):
         "signing keys stay published this much longer.",
     )
     drift_interval: float = Field(
-        default=60.0, gt=0, description="Seconds between drift repairs of each Tenant."
+        default=60.0,
+        gt=0,
+        description="Seconds between drift checks of each Tenant; the first waits a random "
+        "part of one more interval, so the checks of many Tenants spread out. A check that "
+        "finds nothing changed reads the API server only; helm runs when something differs.",
     )
     subscription_interval: float = Field(
         default=60.0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import random
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -46,7 +47,7 @@ from tenantry.core.resources import (
     TenantSpec,
 )
 from tenantry.db import subscriptions as repository
-from tenantry.operator import errors, outbound
+from tenantry.operator import errors, metrics, outbound
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, NotReady, spec_error
 from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling
@@ -362,33 +363,48 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
         tenant_name = (spec.get("tenantRef") or {}).get("name", "")
         plan_name = (spec.get("planRef") or {}).get("name", "")
         coupon_name = spec.get("coupon")
-        async with ctx.lock(("Subscription", body.metadata.namespace, body.metadata.name)):
-            status = await reconcile(
-                ctx,
-                body,
-                _one(kwargs["tenants_by_name"].get((body.metadata.namespace, tenant_name))),
-                _one(kwargs["plans_by_name"].get(plan_name)),
-                _one(kwargs["coupons_by_name"].get(coupon_name)) if coupon_name else None,
-                {n: _one(kwargs["taxrates_by_name"].get(n)) for n in spec.get("taxRates") or ()},
-                logger,
-                stripe_subscriptions.refs(kwargs, body.metadata.namespace, tenant_name)
-                if ctx.stripe is not None
-                else None,
-            )
-        patch.status.update(status)
+        trigger = "timer" if "stopped" in kwargs else "change"
+        with metrics.reconcile_pass("Subscription", trigger) as outcome:
+            async with ctx.lock(("Subscription", body.metadata.namespace, body.metadata.name)):
+                status = await reconcile(
+                    ctx,
+                    body,
+                    _one(kwargs["tenants_by_name"].get((body.metadata.namespace, tenant_name))),
+                    _one(kwargs["plans_by_name"].get(plan_name)),
+                    _one(kwargs["coupons_by_name"].get(coupon_name)) if coupon_name else None,
+                    {
+                        n: _one(kwargs["taxrates_by_name"].get(n))
+                        for n in spec.get("taxRates") or ()
+                    },
+                    logger,
+                    stripe_subscriptions.refs(kwargs, body.metadata.namespace, tenant_name)
+                    if ctx.stripe is not None
+                    else None,
+                )
+            outcome.result = "ok"
+        # A Subscription that time did not move costs the API server no write.
+        if any(body.status.get(field) != value for field, value in status.items()):
+            patch.status.update(status)
 
     @kopf.on.resume(*subscriptions, id="reconcile", registry=registry)
     @kopf.on.create(*subscriptions, id="reconcile", registry=registry)
     @kopf.on.update(*subscriptions, id="reconcile", field="spec", registry=registry)
+    @errors.boundary
     async def reconcile_subscription(**kwargs: Any) -> None:
         await run(**kwargs)
 
-    @kopf.timer(*subscriptions, id="clock", interval=interval, initial_delay=interval,
+    def spread(**_: Any) -> float:
+        # Spread over one more interval, so that many Subscriptions do not tick together.
+        return interval * (1 + random.random())  # noqa: S311 - spreading, not secrecy
+
+    @kopf.timer(*subscriptions, id="clock", interval=interval, initial_delay=spread,
                 registry=registry)  # fmt: skip
+    @errors.boundary
     async def tick(**kwargs: Any) -> None:
         await run(**kwargs)
 
     @kopf.on.delete(*subscriptions, id="cancel", registry=registry)
+    @errors.boundary
     async def cancel(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         ctx = ctx_of(memo)
         async with ctx.lock(("Subscription", body.metadata.namespace, body.metadata.name)):

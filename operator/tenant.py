@@ -1,9 +1,16 @@
 """Handlers of the Tenant kind, and the nudges from the kinds it depends on.
 
 Each handler reads the object, asks `provisioning` what should exist,
-applies it through the adapters and writes one status patch. A Tenant is
-reconciled on every change, when its Subscription or Plan changes (a nudge),
-and on a timer that repairs drift.
+applies it through the adapters and writes one status patch, only when the
+status differs. A Tenant is reconciled on every change, when its
+Subscription or Plan changes (a nudge), and on a timer that repairs drift.
+
+The timer's pass is the same reconcile at low priority (`work.periodic`):
+it reads the namespace, the license Secret and the release's own records
+from the API server, and runs helm only when something differs. Once a
+Tenant's deletion has begun it is never reconciled again: its timer stops
+(cancelling a helm process it runs), and its uid joins `Context.deleting`,
+which every pass checks before it acts and again when its helm slot comes.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,9 +46,9 @@ from tenantry.core.resources import (
 from tenantry.db import apikeys as apikeys_repository
 from tenantry.db import subscriptions as subscriptions_repository
 from tenantry.db.licenses import LicenseAction
-from tenantry.operator import errors, history, licensing, outbound
+from tenantry.operator import errors, history, licensing, metrics, outbound, work
 from tenantry.operator.context import Context
-from tenantry.operator.errors import InvalidSpec, spec_error
+from tenantry.operator.errors import InvalidSpec, NotReady, spec_error
 from tenantry.operator.keys import Revocation
 from tenantry.operator.provisioning import (
     Desired,
@@ -132,18 +140,23 @@ def payment_condition(state: SubscriptionState) -> Observed:
     return condition(PAYMENT_CURRENT, True, "Paid", f"Subscription is {state.value}.")
 
 
+class Deleting(Exception):
+    """The Tenant was marked for deletion during the pass: it stops where it is."""
+
+
 async def reconcile(
     ctx: Context,
     body: kopf.Body,
     subscriptions: Iterable[Mapping[str, Any]],
     plans: Mapping[str, Iterable[Mapping[str, Any]]],
     logger: Logger,
-) -> dict[str, Any]:
-    """Bring one Tenant's namespace, license and release in line; return its new status."""
+) -> tuple[dict[str, Any], Reconcile]:
+    """Bring one Tenant's namespace, license and release in line; its new status, and
+    the pass (what it changed, what went wrong)."""
     prior = prior_status(body, TenantStatus)
     async with reconciling(body, prior.conditions, logger, now=ctx.clock()) as r:
         await provision(ctx, r, prior, subscriptions, plans, logger)
-    return r.status()
+    return r.status(), r
 
 
 async def provision(
@@ -194,7 +207,8 @@ async def provision(
     )
     r.observe(payment_condition(desired.state))
 
-    new_namespace = await ctx.cluster.ensure_namespace(desired.namespace, namespace, name)
+    if await ctx.cluster.ensure_namespace(desired.namespace, namespace, name):
+        r.changed.append("namespace")
     if prior.namespace != desired.namespace:
         kopf.info(body, reason="NamespaceReady", message=f"Namespace {desired.namespace} is ready")
     r.observe(condition(NAMESPACE_READY, True, "Created", f"Namespace {desired.namespace}."))
@@ -202,12 +216,18 @@ async def provision(
     license_status, license_condition = await ensure_license(ctx, body, desired, r.now, logger)
     r.set(license=license_status)
     r.observe(license_condition)
+    if license_status != (prior.license.to_wire() if prior.license else None):
+        r.changed.append("license")
 
-    release = await ctx.releases.ensure(
-        settings.release_name, desired.namespace, desired.values, new_namespace=new_namespace
+    if (body.metadata.uid or "") in ctx.deleting:
+        raise Deleting()
+    release, deployed_now = await ctx.releases.ensure(
+        settings.release_name, desired.namespace, desired.values, logger
     )
+    if deployed_now:
+        r.changed.append("release")
     r.set(release=release.to_wire())
-    if prior.release is None or prior.release.revision != release.revision:
+    if deployed_now and (prior.release is None or prior.release.revision != release.revision):
         message = (
             f"Deployed release {desired.namespace}/{release.name} revision {release.revision}"
             f"{' (suspended)' if desired.suspended else ''}"
@@ -331,7 +351,16 @@ async def ensure_license(
     )
 
 
-async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
+NAMESPACE_WAIT_MAX = 30.0
+"""Longest wait, in seconds, between checks of a namespace being deleted."""
+
+
+def namespace_wait(retry: int) -> float:
+    """Seconds until the next check of a namespace being deleted: 2, 4, 8... up to 30."""
+    return min(2.0 ** (retry + 1), NAMESPACE_WAIT_MAX)
+
+
+async def finalize(ctx: Context, body: kopf.Body, logger: Any, retry: int = 0) -> None:
     """Uninstall the release and delete the namespace; done when the namespace is gone."""
     name, namespace = body.metadata.name, body.metadata.namespace
     assert name
@@ -345,17 +374,26 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Any) -> None:
         except ValidationError:
             return  # never valid, so never provisioned
         target = tenant_namespace(name, spec, ctx.settings.namespace_prefix)
-    phase = await ctx.cluster.namespace_phase(target)
+    state = await ctx.cluster.namespace_state(target)
+    phase, ours = (state[0], state[1] == (namespace, name)) if state else (None, False)
     release = ctx.settings.release_name
-    if phase == "Active" and await ctx.releases.uninstall(release, target):
+    # Deleting the Tenant's own namespace removes a release confined to it, helm's
+    # records included; helm uninstalls one with objects elsewhere or delete hooks.
+    if phase == "Active" and await ctx.releases.uninstall(release, target, namespace_going=ours):
         logger.info(f"Uninstalled release {target}/{release}")
         kopf.info(
             body, reason="ReleaseUninstalled", message=f"Uninstalled release {target}/{release}"
         )
     if phase is not None and await ctx.cluster.delete_namespace(target, namespace, name):
         # Held until the namespace is gone, so a Tenant re-created under the
-        # same name never meets the old one's leftovers.
-        raise kopf.TemporaryError(f"Waiting for namespace {target} to be deleted", delay=2)
+        # same name never meets the old one's leftovers; checked less often the
+        # longer it takes (a thousand namespaces go at the controller's pace).
+        delay = namespace_wait(retry)
+        raise kopf.TemporaryError(
+            f"Waiting for namespace {target} to be deleted; next check in {delay:g} s",
+            delay=delay,
+        )
+    ctx.cluster.forget_records(target)
     if ctx.stripe is not None:
         await stripe_customers.finalize(ctx.stripe, body, logger)
 
@@ -409,48 +447,95 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         logger: Any,
         subscriptions_by_tenant: kopf.Index[tuple[str | None, str], dict[str, Any]],
         plans_by_name: kopf.Index[str, dict[str, Any]],
+        trigger: str,
     ) -> None:
         # Paused Tenants are left exactly as they are; deleted ones are finalized.
-        if body.metadata.get("deletionTimestamp") or body.spec.get("paused"):
-            return
         ctx = ctx_of(memo)
+        uid = body.metadata.uid or ""
+        if body.metadata.get("deletionTimestamp") or body.spec.get("paused") or uid in ctx.deleting:
+            return
         key = (body.metadata.namespace, body.metadata.name or "")
-        async with ctx.lock(key):
-            status = await reconcile(
-                ctx,
-                body,
-                subscriptions_by_tenant.get(key, []),
-                plans_by_name,
-                logger,
+        with metrics.reconcile_pass("Tenant", trigger) as outcome:
+            async with ctx.lock(key):
+                if uid in ctx.deleting:  # marked while this pass waited for the lock
+                    outcome.result = "deleting"
+                    return
+                try:
+                    with work.while_wanted(lambda: uid not in ctx.deleting):
+                        status, r = await reconcile(
+                            ctx, body, subscriptions_by_tenant.get(key, []), plans_by_name, logger
+                        )
+                except (Deleting, work.Abandoned):
+                    outcome.result = "deleting"
+                    return
+            outcome.result = _result(r)
+            ready = next((o for o in reversed(r.observed) if o.type == READY), None)
+            metrics.TENANTS.set(
+                uid, ready.status.value if ready else "Unknown", ready.reason if ready else ""
             )
-        patch.status.update(status)
+            if trigger == "drift":
+                metrics.DRIFT_CHECKS.labels(result="repaired" if r.changed else "unchanged").inc()
+            # An unchanged Tenant costs the API server no write at all.
+            if any(body.status.get(field) != value for field, value in status.items()):
+                patch.status.update(status)
 
     @kopf.on.resume(*tenants, id="reconcile", registry=registry)
     @kopf.on.create(*tenants, id="reconcile", registry=registry)
     @kopf.on.update(*tenants, id="reconcile", registry=registry)
+    @errors.boundary
     async def reconcile_tenant(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
     ) -> None:
-        await run(
-            body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"]
-        )
+        await run(body, memo, patch, logger, kwargs["subscriptions_by_tenant"],
+                  kwargs["plans_by_name"], trigger="change")  # fmt: skip
 
-    @kopf.timer(*tenants, id="repair", interval=drift_interval, initial_delay=drift_interval,
+    def spread(**_: Any) -> float:
+        # The first check of each Tenant falls anywhere in one more interval, so that a
+        # thousand Tenants created or resumed together are not checked together.
+        return drift_interval * (1 + random.random())  # noqa: S311 - spreading, not secrecy
+
+    @kopf.timer(*tenants, id="repair", interval=drift_interval, initial_delay=spread,
                 registry=registry)  # fmt: skip
+    @errors.boundary
     async def repair_tenant(
-        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
+        body: kopf.Body,
+        memo: kopf.Memo,
+        patch: kopf.Patch,
+        logger: Any,
+        **kwargs: Any,
     ) -> None:
-        await run(
-            body, memo, patch, logger, kwargs["subscriptions_by_tenant"], kwargs["plans_by_name"]
-        )
+        stopped: kopf.DaemonStopped = kwargs["stopped"]
+        # Behind every creation, deletion and resume; cancelled (with its helm process)
+        # as soon as the Tenant is deleted or the operator stops.
+        with work.periodic():
+            await work.unless_stopped(
+                stopped.wait(),
+                run(
+                    body,
+                    memo,
+                    patch,
+                    logger,
+                    kwargs["subscriptions_by_tenant"],
+                    kwargs["plans_by_name"],
+                    trigger="drift",
+                ),
+            )
 
     @kopf.on.delete(*tenants, id="finalize", registry=registry)
-    async def delete_tenant(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-        ctx = ctx_of(memo)
+    @errors.boundary
+    async def delete_tenant(
+        body: kopf.Body, memo: kopf.Memo, logger: Any, retry: int, **_: Any
+    ) -> None:
+        ctx, uid = ctx_of(memo), body.metadata.uid or ""
+        ctx.deleting.add(uid)
         async with ctx.lock((body.metadata.namespace, body.metadata.name)):
-            await finalize(ctx, body, logger)
+            await finalize(ctx, body, logger, retry)
+        # Finalized: the Tenant goes, and no pass of it can follow.
+        ctx.deleting.discard(uid)
+        metrics.TENANTS.forget(uid)
 
     @kopf.on.event(GROUP, VERSION, SubscriptionKind.plural, id="nudge", registry=registry)
+    @errors.boundary
     async def subscription_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # `type` is None for the initial listing: Tenants resume by themselves.
         if not type:
@@ -461,6 +546,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
             await ctx_of(memo).cluster.nudge_tenant(body.metadata.namespace, tenant, cause)
 
     @kopf.on.event(GROUP, VERSION, PlanKind.plural, id="nudge", registry=registry)
+    @errors.boundary
     async def plan_changed(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         if not type:
             return
@@ -477,3 +563,11 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
             )
         ]
         await asyncio.gather(*nudges)
+
+
+def _result(r: Reconcile) -> str:
+    if isinstance(r.problem, NotReady):
+        return "not_ready"
+    if isinstance(r.problem, InvalidSpec):
+        return "invalid"
+    return "ok"

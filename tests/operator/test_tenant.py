@@ -262,3 +262,34 @@ def test_restarted_operator_finishes_a_deletion_and_duplicates_nothing(
             operator.start()
     wait_for(lambda: get_tenant(kube, names) is None, "the Tenant to be gone", timeout=60)
     assert kube.get("namespace", names["target"]) is None
+
+
+def test_deletion_waits_for_its_namespace_with_backoff_and_never_provisions_again(
+    kube: Kube, operator: OperatorProcess, names: dict[str, str]
+) -> None:
+    provision(kube, names)
+    target = names["target"]
+    # Something else holds the namespace (a finalizer of its own): it stays Terminating.
+    kube.kubectl("patch", "namespace", target, "--type=merge",
+                 "-p", '{"metadata": {"finalizers": ["tests.tenantry.io/hold"]}}')  # fmt: skip
+    try:
+        kube.delete("tenant", names["tenant"], names["control"])
+        waiting = f"Waiting for namespace {target} to be deleted"
+        wait_for(
+            lambda: f"{waiting}; next check in 8 s" in operator.log_text(),
+            "the operator to wait longer between checks of the namespace",
+            timeout=60,
+        )
+        # Checked at growing intervals (2, 4, 8 s...), not in a tight loop.
+        assert operator.log_text().count(waiting) <= 4
+        # The Tenant being deleted was not provisioned again meanwhile.
+        assert kube.release(target, "instance") is None
+        assert dig(kube.get("namespace", target), "status", "phase") == "Terminating"
+        pending = get_tenant(kube, names)
+        assert pending is not None
+        assert pending["metadata"].get("deletionTimestamp")
+    finally:
+        kube.kubectl("patch", "namespace", target, "--type=merge",
+                     "-p", '{"metadata": {"finalizers": null}}')  # fmt: skip
+    wait_for(lambda: get_tenant(kube, names) is None, "the Tenant to be gone", timeout=90)
+    assert kube.get("namespace", target) is None
