@@ -8,6 +8,15 @@ import sys
 from pathlib import Path
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tenantry")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
+
+
 def _operator(args: argparse.Namespace) -> int:
     from tenantry.operator.main import run
     from tenantry.operator.settings import OperatorSettings
@@ -17,6 +26,7 @@ def _operator(args: argparse.Namespace) -> int:
         standalone=args.standalone,
         priority=args.priority,
         liveness=args.liveness,
+        peering_name=args.peering,
     )
     return 0
 
@@ -81,6 +91,7 @@ def _crds(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tenantry", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -88,7 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     operator.add_argument(
         "--standalone", action="store_true", help="Skip peering: for a single replica."
     )
-    operator.add_argument("--priority", type=int, default=0, help="Peering priority.")
+    operator.add_argument(
+        "--peering",
+        default="tenantry",
+        help="The ClusterKopfPeering the replicas meet in (default tenantry; made if missing).",
+    )
+    operator.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="Peering priority; the highest live replica acts (default: the oldest acts).",
+    )
     operator.add_argument(
         "--liveness", default=None, help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
     )

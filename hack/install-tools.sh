@@ -13,6 +13,7 @@ KUBE_VERSION=v1.34.2
 ETCD_VERSION=v3.6.6
 HELM_VERSION=v3.19.5
 STRIPE_MOCK_VERSION=v0.203.0
+CRANE_VERSION=v0.22.1
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
@@ -68,8 +69,12 @@ all|helm)
 all|stripe-mock)
 	install stripe-mock "$STRIPE_MOCK_VERSION" github.com/stripe/stripe-mock
 	;;
+crane)
+	# Only `make image` needs it: assembles the OCI image without a daemon.
+	install crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane
+	;;
 paths)
-	for t in etcd:$ETCD_VERSION kube-apiserver:$KUBE_VERSION kube-controller-manager:$KUBE_VERSION helm:$HELM_VERSION stripe-mock:$STRIPE_MOCK_VERSION; do
+	for t in etcd:$ETCD_VERSION kube-apiserver:$KUBE_VERSION kube-controller-manager:$KUBE_VERSION helm:$HELM_VERSION stripe-mock:$STRIPE_MOCK_VERSION crane:$CRANE_VERSION; do
 		echo "${t%%:*}=$tools_dir/${t%%:*}-${t##*:}/${t%%:*}"
 	done
 	;;

@@ -31,6 +31,8 @@ def secret(value: str) -> str:
     """Remember a credential, and give it back."""
     SECRETS.add(value)
     return value
+
+
 DRIFT_INTERVAL = 3.0
 """Seconds between the operator's drift repairs in the tests."""
 SUBSCRIPTION_INTERVAL = 1.0
@@ -189,10 +191,13 @@ def is_ready(obj: dict[str, Any] | None) -> bool:
 class OperatorProcess:
     """`tenantry operator` as a user runs it, in a subprocess with its own log."""
 
-    def __init__(self, kube: Kube, log: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, kube: Kube, log: Path, env: dict[str, str], args: tuple[str, ...] = ("--standalone",)
+    ) -> None:
         self.kube = kube
         self.log = log
         self.env = env
+        self.args = args
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -202,7 +207,7 @@ class OperatorProcess:
         self.port = free_port()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(REPO / ".venv" / "bin" / "tenantry"), "operator", "--standalone",
+                [str(REPO / ".venv" / "bin" / "tenantry"), "operator", *self.args,
                  "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
                 stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), **self.env},

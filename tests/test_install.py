@@ -122,6 +122,14 @@ def test_a_server_only_install_serves_readyz(
     assert not dev, f"the server-only virtualenv has dev packages: {dev}"
     location = run(python, "-c", "import tenantry.api.app as m; print(m.__file__)", cwd=tmp_path)
     assert location.startswith(str(server_venv)), f"Tenantry imported from {location}"
+    version = run(server_venv / "bin" / "tenantry", "--version", cwd=tmp_path)
+    assert version.strip() == "tenantry 0.1.0", version
+    # The operator's chart is package data: no CHART_PATH needed.
+    chart = run(python, "-c", "from tenantry.operator.settings import OperatorSettings as S; "
+                "print(S().chart_path)", cwd=tmp_path).strip()  # fmt: skip
+    assert chart.startswith(str(server_venv)), f"the chart is read from {chart}"
+    assert (Path(chart) / "Chart.yaml").is_file()
+    assert (Path(chart) / "templates" / "deployment.yaml").is_file()
 
     port = free_port()
     # Nothing of this process's environment may point the server at `.venv`.

@@ -36,3 +36,19 @@ def test_migrations_are_package_data() -> None:
     migrations = REPO / SETUPTOOLS["package-dir"]["tenantry.db"] / "migrations"
     assert list(migrations.glob("*.sql"))
     assert "*.sql" in SETUPTOOLS["package-data"]["*"]
+
+
+def test_the_customer_instance_chart_is_package_data() -> None:
+    """A pip-installed operator finds the chart inside its package, without CHART_PATH:
+    operator/charts/customer-instance links to charts/customer-instance, and every file
+    of it matches a package-data pattern of tenantry.operator."""
+    import fnmatch
+
+    operator = REPO / SETUPTOOLS["package-dir"]["tenantry.operator"]
+    link = operator / "charts" / "customer-instance"
+    assert link.resolve() == (REPO / "charts" / "customer-instance").resolve()
+    patterns = SETUPTOOLS["package-data"]["tenantry.operator"]
+    files = [p.relative_to(operator).as_posix() for p in link.rglob("*") if p.is_file()]
+    assert "charts/customer-instance/Chart.yaml" in files
+    unshipped = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    assert not unshipped, f"add to tenantry.operator's package-data: {unshipped}"

@@ -90,7 +90,7 @@ def test_operator_provisions_bills_and_deletes_under_its_own_role(
 def test_deploy_manifests_are_accepted_by_the_api_server(kube: Kube) -> None:
     deploy = REPO / "manifests" / "deploy"
     kube.kubectl("apply", "-f", str(deploy / "00-namespace.yaml"))
-    out = kube.kubectl("apply", "--dry-run=server", "-f", str(deploy))
+    out = kube.kubectl("apply", "--dry-run=server", "-k", str(deploy))
     expected = [
         "deployment.apps/tenantry-operator",
         "deployment.apps/tenantry-api",
