@@ -18,6 +18,8 @@ from tenantry.api.apikeys.endpoints import router as apikeys_router
 from tenantry.api.audit import router as audit_router
 from tenantry.api.auth import SERVICE_TOKEN, SERVICE_TOKEN_SCHEME
 from tenantry.api.billing.endpoints import router as billing_router
+from tenantry.api.dashboard.endpoints import api as dashboard_api_router
+from tenantry.api.dashboard.endpoints import router as dashboard_router
 from tenantry.api.licenses.endpoints import router as licenses_router
 from tenantry.api.limits import BodyLimit
 from tenantry.api.outbound.endpoints import router as outbound_router
@@ -75,6 +77,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(stripe_sessions_router)
     app.include_router(signup_router)
+    app.include_router(dashboard_api_router)
+    app.include_router(dashboard_router)  # HTML pages, left out of the OpenAPI document
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"],
                       summary="The process is alive")  # fmt: skip
     app.add_api_route(

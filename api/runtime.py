@@ -20,6 +20,8 @@ from tenantry.api.apikeys.service import Answers, KeyCache, LastUsed
 from tenantry.api.billing.pdf import PdfRenderer
 from tenantry.api.billing.service import BillingService
 from tenantry.api.billing.settings import BillingSettings
+from tenantry.api.dashboard.service import Dashboard
+from tenantry.api.dashboard.settings import DashboardSettings
 from tenantry.api.licenses.service import LicenseService
 from tenantry.api.links import Links
 from tenantry.api.outbound.service import Outbound
@@ -71,6 +73,7 @@ class Runtime:
     stripe: StripeWorker | None = None  # when Stripe is configured
     sessions: Sessions | None = None  # Checkout and the portal, when Stripe is configured
     signup: Signup | None = None  # when TENANTRY_SIGNUP_NAMESPACE is set
+    dashboard: Dashboard | None = None  # set in start(): the pages under /dashboard/
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -145,6 +148,9 @@ class Runtime:
             pdf=PdfRenderer(),
             outbound=outbound,
             links=Links(settings.admin_token.get_secret_value()),
+        )
+        runtime.dashboard = Dashboard.start(
+            DashboardSettings(), runtime.links, redis, kube, fail_open=fail_open
         )
         counters.on_recovery = lambda: drain_stale_counters(engine, counters)
         if not await runtime.counters.ping():

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test bed runs (PostgreSQL, Redis) and what
 # invoice PDFs need (WeasyPrint's Pango, a font; pdftotext, which the tests read
-# them back with) when they are missing. Does nothing when they are there; says
-# what to do when not root.
+# them back with) and the dashboard's browser tests (chromium) when they are
+# missing. Does nothing when they are there; says what to do when not root.
 set -euo pipefail
 
 missing=()
@@ -13,6 +13,8 @@ ls /usr/lib/*/libpango-1.0.so.0 >/dev/null 2>&1 || missing+=(libpango-1.0-0)
 ls /usr/lib/*/libpangoft2-1.0.so.0 >/dev/null 2>&1 || missing+=(libpangoft2-1.0-0)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v pdftotext >/dev/null || missing+=(poppler-utils)
+# The dashboard's browser tests drive Debian's chromium through Playwright (no browser download).
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -53,8 +53,18 @@ async def test_openapi_matches_what_is_served(api_server: ApiServer) -> None:
         ("post", "/v1/admin/tenants/{namespace}/{name}/checkout-session"),
         ("post", "/v1/admin/tenants/{namespace}/{name}/portal-session"),
         ("post", "/v1/signup"), ("get", "/v1/signup/checkout"), ("get", "/v1/admin/audit"),
+        ("post", "/v1/dashboard-link"),
+        ("post", "/v1/admin/tenants/{namespace}/{name}/dashboard-link"),
     }  # fmt: skip
     assert {(m, p) for p, ops in paths.items() for m in ops} == served
+    # The dashboard's pages are HTML for browsers, served but left out of the document.
+    async with api_server.client() as client:
+        login = await client.get("/dashboard/login")
+        fleet = await client.get("/dashboard/")
+    assert login.status_code == 200
+    assert login.headers["content-type"].startswith("text/html")
+    assert fleet.status_code == 303
+    assert fleet.headers["location"].startswith("/dashboard/login")
     schemas = document["components"]["schemas"]
     # The hand-read usage body is documented, down to the event's fields.
     body = paths["/v1/usage"]["post"]["requestBody"]["content"]["application/json"]["schema"]
