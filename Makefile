@@ -15,19 +15,20 @@ CONSTRAINTS := constraints.txt
 PACKAGE_DIRS := license core db operator api cli
 # The editable install is a link tree (mypy can read it): refresh it whenever
 # the set of source files, the project metadata or the pinned versions change.
-SOURCES_HASH := $(shell { cat pyproject.toml $(CONSTRAINTS) 2>/dev/null; find $(PACKAGE_DIRS) \( -name '*.py' -o -name py.typed -o -name '*.sql' -o -name '*.html' -o -name '*.css' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
+SOURCES_HASH := $(shell { cat pyproject.toml $(CONSTRAINTS) 2>/dev/null; find -L $(PACKAGE_DIRS) \( -name '*.py' -o -name py.typed -o -name '*.sql' -o -name '*.html' -o -name '*.css' -o -path '*/charts/*' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
 INSTALLED := $(VENV)/.installed-$(SOURCES_HASH)
 # What `pip install .` reads, copied into directory $(1): building a wheel in
 # the checkout would leave build/ and *.egg-info there, and a stale build/lib
-# can ship modules deleted since.
-copy_sources = mkdir -p $(1) && tar -cf - --exclude=__pycache__ pyproject.toml README.md $(PACKAGE_DIRS) | tar -xf - -C $(1)
+# can ship modules deleted since. Links are followed (operator/charts links to
+# the customer-instance chart).
+copy_sources = mkdir -p $(1) && tar -chf - --exclude=__pycache__ pyproject.toml README.md $(PACKAGE_DIRS) | tar -xf - -C $(1)
 
-.PHONY: help deps venv lock check-install tools crds lint test test-unit cluster-up cluster-down dev e2e-kind bench clean
+.PHONY: help deps venv lock check-install tools crds lint test test-unit cluster-up cluster-down dev e2e-kind bench image clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-deps: ## Debian packages the test bed needs (PostgreSQL, Redis, Pango, poppler), when missing and root.
+deps: ## Debian packages the test bed needs (PostgreSQL, Redis, Pango, poppler, chromium), when missing and root.
 	@bash hack/install-deps.sh
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
@@ -72,13 +73,15 @@ tools: ## Build etcd, kube-apiserver, kube-controller-manager, helm, stripe-mock
 crds: venv ## Render crds/*.yaml from core/resources.py.
 	@$(VENV)/bin/tenantry crds --output crds
 
-lint: venv tools ## ruff, import layers, mypy, CRDs up to date, helm lint.
+lint: venv tools ## ruff, import layers, mypy, CRDs up to date, helm lint of both charts.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	cd $(VENV) && bin/lint-imports ../pyproject.toml
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p tenantry.license -p tenantry.core -p tenantry.db -p tenantry.operator -p tenantry.api -p tenantry.cli
 	$(VENV)/bin/tenantry crds --check --output crds
 	$$(bash hack/install-tools.sh paths | sed -n 's/^helm=//p') lint --strict charts/customer-instance
+	$$(bash hack/install-tools.sh paths | sed -n 's/^helm=//p') lint --strict charts/tenantry \
+	  -f charts/tenantry/ci/test-values.yaml 2>&1 | grep -v 'found symbolic link'; test $${PIPESTATUS[0]} -eq 0
 
 test: deps venv tools ## The whole suite, against a real control plane, PostgreSQL, Redis.
 	$(VENV)/bin/pytest
@@ -99,6 +102,9 @@ e2e-kind: venv tools ## The suite against a kind cluster (needs Docker and kind)
 	kind create cluster --name tenantry-e2e --kubeconfig $(STATE)/kind-kubeconfig
 	TENANTRY_TEST_KUBECONFIG=$(STATE)/kind-kubeconfig $(VENV)/bin/pytest -m cluster; \
 	  status=$$?; kind delete cluster --name tenantry-e2e; exit $$status
+
+image: venv ## The OCI image without a daemon: build/image/tenantry-<version>.oci.tar (hack/image.sh).
+	@PYTHON=$(CURDIR)/$(PY) bash hack/image.sh
 
 bench: deps venv tools ## Run the benchmarks under bench/.
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
