@@ -45,18 +45,23 @@ async def record_license(
     token_sha256: str | None,
     issued_at: dt.datetime,
     expires_at: dt.datetime,
+    unknown_only: bool = False,
 ) -> bool:
     """Record a license the operator signed (or revoked); never the token, only its hash.
 
     Idempotent per (license_id, action): a reconcile retried after a crash
-    records nothing twice. True when a row was added. The caller commits.
+    records nothing twice. With `unknown_only`, an `issued` row is added only for a
+    license with no row at all (one delivered by an operator that died before it
+    recorded it). True when a row was added. The caller commits.
     """
     result = await conn.execute(
         text(
             "INSERT INTO license_history (tenant_namespace, tenant_name, tenant_uid, license_id,"
             " action, plan, features, limits, token_sha256, issued_at, expires_at)"
-            " VALUES (:ns, :name, :uid, :jti, :action, :plan, CAST(:features AS jsonb),"
-            " CAST(:limits AS jsonb), :sha, :issued, :expires)"
+            " SELECT :ns, :name, :uid, :jti, :action, :plan, CAST(:features AS jsonb),"
+            " CAST(:limits AS jsonb), :sha, :issued, :expires"
+            " WHERE NOT (CAST(:unknown_only AS boolean)"
+            " AND EXISTS (SELECT 1 FROM license_history WHERE license_id = :jti))"
             " ON CONFLICT (license_id, action) DO NOTHING"
         ),
         {
@@ -71,6 +76,7 @@ async def record_license(
             "sha": token_sha256,
             "issued": issued_at,
             "expires": expires_at,
+            "unknown_only": unknown_only,
         },
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

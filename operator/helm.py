@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import shutil
 from typing import Any
 
 import kopf
@@ -37,12 +38,19 @@ class BoundedCommand(Command):
     helm process: pyhelm3 terminates the process it started, and that is
     helm itself because the shell line starts with `exec` (pyhelm3 runs
     helm through `sh -c`, and dash would otherwise leave helm running,
-    orphaned, when the shell is terminated)."""
+    orphaned, when the shell is terminated).
+
+    An operator killed outright (SIGKILL, OOM) takes its helm processes with it:
+    helm starts under `setpriv --pdeathsig KILL` (util-linux). Orphaned, helm would
+    go on reading the values the operator was still writing to its stdin, and
+    install a release with none of them."""
 
     def __init__(self, slots: Slots, **options: Any) -> None:
         super().__init__(**options)
         self.slots = slots
         self.helm = options.get("executable", "helm")
+        setpriv = shutil.which("setpriv")
+        self.launch = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
     def exec_helm(self) -> None:
         """From now on the shell replaces itself with helm (after pyhelm3 has read the
@@ -52,7 +60,7 @@ class BoundedCommand(Command):
     async def run(self, command: list[str], input: bytes | None = None) -> bytes:
         name = str(command[0]) if command else "helm"
         if self._executable == "exec":
-            command = [self.helm, *command]
+            command = [*self.launch, self.helm, *command]
         async with self.slots.slot():
             try:
                 output: bytes = await super().run(command, input)

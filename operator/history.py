@@ -9,6 +9,20 @@ from tenantry.operator import errors
 from tenantry.operator.context import Context
 from tenantry.operator.provisioning import IssuedLicense, LicenseTerms
 
+_CONFIRMED: set[str] = set()
+"""Licenses this process knows to be in the history: checked once each, not per pass."""
+
+
+async def confirm(
+    ctx: Context, body: kopf.Body, license_: IssuedLicense, terms: LicenseTerms
+) -> None:
+    """A license found in its Secret is in the history: an operator killed between
+    writing the Secret and recording it leaves it to the next (checked once per process)."""
+    if license_.license_id in _CONFIRMED:
+        return
+    await record(ctx, body, "issued", license_, terms, unknown_only=True)
+    _CONFIRMED.add(license_.license_id)
+
 
 async def record(
     ctx: Context,
@@ -16,6 +30,8 @@ async def record(
     action: LicenseAction,
     license_: IssuedLicense,
     terms: LicenseTerms | None,
+    *,
+    unknown_only: bool = False,
 ) -> None:
     """One row per license and action (idempotent). A revocation row names the license;
     its plan terms are on the row that issued it."""
@@ -35,4 +51,6 @@ async def record(
             token_sha256=license_.token_sha256,
             issued_at=license_.issued_at,
             expires_at=license_.expires_at,
+            unknown_only=unknown_only,
         )
+    _CONFIRMED.add(license_.license_id)

@@ -327,10 +327,13 @@ async def ensure_license(
             issuer=settings.license_issuer,
             audience=settings.license_audience,
         )
-        await history.record(ctx, body, HISTORY_ACTIONS[due], issued, desired.terms)
+        # The Secret first: a license is recorded once it exists. An operator killed in
+        # between leaves it to the next, which finds it in the Secret (`confirm`) and
+        # does not sign another.
         await ctx.cluster.write_license(
             namespace, secret, token, ring.public_keys().to_jwks(), issued, body.metadata.name or ""
         )
+        await history.record(ctx, body, HISTORY_ACTIONS[due], issued, desired.terms)
         message = (
             f"{due} license {issued.license_id} for plan {issued.plan} in Secret "
             f"{namespace}/{secret}, expiring {issued.expires_at:%Y-%m-%d}"
@@ -339,6 +342,8 @@ async def ensure_license(
         kopf.info(body, reason=f"License{due}", message=message)
         existing = issued
     assert existing is not None
+    if not due:
+        await history.confirm(ctx, body, existing, desired.terms)
     summary = LicenseSummary(
         id=existing.license_id,
         plan=existing.plan,

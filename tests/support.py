@@ -429,3 +429,34 @@ def service_account_kubeconfig(kube: Kube, account: str, path: Path) -> Path:
         user["user"] = {"token": token}
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def apply_tenants(kube: Kube, count: int) -> list[dict[str, str]]:
+    """`count` Tenants, each with its Subscription, on one new Plan, in one control namespace."""
+    first = unique_names(kube)
+    control, plan_name = first["control"], first["plan"]
+    tenants = [
+        {**first, "tenant": f"{first['tenant']}-{i}", "target": f"{first['target']}-{i}"}
+        for i in range(count)
+    ]
+    documents = [plan(plan_name)]
+    for names in tenants:
+        documents.append(subscription(names["tenant"], control, names["tenant"], plan_name))
+        documents.append(tenant(names["tenant"], control))
+    kube.apply(*documents)
+    return tenants
+
+
+def all_ready(kube: Kube, tenants: list[dict[str, str]], timeout: float = 120) -> None:
+    """Wait until every Tenant is Ready with its license issued and stored."""
+    for names in tenants:
+        wait_for(
+            lambda names=names: (
+                (t := get_tenant(kube, names))
+                and is_ready(t)
+                and dig(t, "status", "license", "id")
+                and license_secret(kube, names["target"])
+            ),
+            f"Tenant {names['tenant']} to be Ready",
+            timeout,
+        )

@@ -19,19 +19,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import (
-    Kube,
-    OperatorProcess,
-    dig,
-    get_tenant,
-    is_ready,
-    license_secret,
-    plan,
-    subscription,
-    tenant,
-    unique_names,
-    wait_for,
-)
+from support import Kube, OperatorProcess, all_ready, apply_tenants, license_secret, wait_for
 from testbed import free_port
 
 pytestmark = pytest.mark.cluster
@@ -137,35 +125,6 @@ def watched(
     finally:
         own.stop()
         operator.start()
-
-
-def apply_tenants(kube: Kube, count: int) -> list[dict[str, str]]:
-    first = unique_names(kube)
-    control, plan_name = first["control"], first["plan"]
-    tenants = [
-        {**first, "tenant": f"{first['tenant']}-{i}", "target": f"{first['target']}-{i}"}
-        for i in range(count)
-    ]
-    documents = [plan(plan_name)]
-    for names in tenants:
-        documents.append(subscription(names["tenant"], control, names["tenant"], plan_name))
-        documents.append(tenant(names["tenant"], control))
-    kube.apply(*documents)
-    return tenants
-
-
-def all_ready(kube: Kube, tenants: list[dict[str, str]], timeout: float = 120) -> None:
-    for names in tenants:
-        wait_for(
-            lambda names=names: (
-                (t := get_tenant(kube, names))
-                and is_ready(t)
-                and dig(t, "status", "license", "id")
-                and license_secret(kube, names["target"])
-            ),
-            f"Tenant {names['tenant']} to be Ready",
-            timeout,
-        )
 
 
 def test_many_tenants_at_once_never_run_more_helm_than_the_limit(
