@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -22,10 +20,19 @@ from typing import Any
 
 import httpx
 import pytest
-import stripe
 from api_harness import ApiServer, World
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from stripe_support import (
+    SECRET,
+    Stripe,
+    fetch_objects,
+    row,
+    settled,
+    sign,
+    stripe_env,
+    subscription_uid,
+)
 from support import Kube, dig, wait_for
 from testbed import StripeMock
 
@@ -38,15 +45,7 @@ from tenantry.core.invoices import Invoice, InvoiceStatus, Party, Payment, Total
 from tenantry.core.periods import Period
 from tenantry.db.engine import create_engine
 
-SECRET = "whsec_" + secrets.token_hex(16)
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-
-
-def sign(body: bytes, secret: str = SECRET, at: int | None = None) -> str:
-    """Stripe's signature scheme v1."""
-    at = int(time.time()) if at is None else at
-    digest = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={at},v1={digest}"
 
 
 # ------------------------------------------------------------------ without I/O
@@ -142,73 +141,8 @@ def test_retries_back_off_to_an_hour() -> None:
 
 
 @pytest.fixture(scope="module")
-def stripe_objects(stripe_mock: StripeMock) -> dict[str, dict[str, Any]]:
-    """stripe-mock's fixture objects, fetched with the SDK: Stripe's own shapes."""
-    client = stripe.StripeClient("sk_test_123", base_addresses={"api": stripe_mock.url})
-    v1 = client.v1
-    fetched = {
-        "event": v1.events.retrieve("evt_123"),
-        "subscription": v1.subscriptions.retrieve("sub_123"),
-        "invoice": v1.invoices.retrieve("in_123"),
-        "customer": v1.customers.retrieve("cus_123"),
-        "payment_intent": v1.payment_intents.retrieve("pi_123"),
-    }
-    # The JSON as sent: the SDK's objects turn decimal strings into Decimals.
-    return {kind: json.loads(obj.last_response.body) for kind, obj in fetched.items()}
-
-
-class Stripe:
-    """Builds, signs and sends events as Stripe would."""
-
-    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
-        self.objects = objects
-
-    def obj(self, kind: str, **changes: Any) -> dict[str, Any]:
-        made = json.loads(json.dumps(self.objects[kind]))
-        made["id"] = f"{made['id'].split('_')[0]}_{uuid.uuid4().hex[:14]}"
-        made.update(changes)
-        return made
-
-    def event(
-        self, kind: str, obj: dict[str, Any], *, created: int | None = None,
-        previous: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        envelope = json.loads(json.dumps(self.objects["event"]))
-        envelope.update(
-            id=f"evt_{uuid.uuid4().hex[:24]}", type=kind,
-            created=int(time.time()) if created is None else created,
-            data={"object": obj, **({"previous_attributes": previous} if previous else {})},
-        )  # fmt: skip
-        return envelope
-
-    @staticmethod
-    async def send(
-        api: ApiServer, event: dict[str, Any] | bytes, *, secret: str = SECRET,
-        signed_at: int | None = None,
-    ) -> httpx.Response:  # fmt: skip
-        body = event if isinstance(event, bytes) else json.dumps(event).encode()
-        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-            return await client.post(
-                "/webhooks/stripe", content=body,
-                headers={"Stripe-Signature": sign(body, secret, signed_at),
-                         "Content-Type": "application/json"},
-            )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def sender(stripe_objects: dict[str, dict[str, Any]]) -> Stripe:
-    return Stripe(stripe_objects)
-
-
-def stripe_env(stripe_mock: StripeMock, database: str, name: str) -> dict[str, str]:
-    return {
-        "TENANTRY_STRIPE_API_KEY": "sk_test_123",
-        "TENANTRY_STRIPE_WEBHOOK_SECRET": SECRET,
-        "TENANTRY_STRIPE_API_BASE": stripe_mock.url,
-        # Which process a connection belongs to, in pg_stat_activity.
-        "TENANTRY_DATABASE_URL": f"{database}?application_name={name}",
-        "TENANTRY_BILLING_FINALIZE_GRACE": "0",
-    }
+def sender(stripe_mock: StripeMock) -> Stripe:
+    return Stripe(fetch_objects(stripe_mock))
 
 
 @pytest.fixture(scope="module")
@@ -227,35 +161,6 @@ async def engine(database: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database, pool_size=4)
     yield engine
     await engine.dispose()
-
-
-async def row(engine: AsyncEngine, sql: str, **params: Any) -> Any:
-    async with engine.connect() as conn:
-        return (await conn.execute(text(sql), params)).first()
-
-
-async def settled(engine: AsyncEngine, event_id: str, within: float = 30) -> Any:
-    """The event's row once the worker is done with it."""
-    deadline = time.monotonic() + within
-    while True:
-        found = await row(engine, "SELECT * FROM stripe_events WHERE id = :id", id=event_id)
-        if found is not None and found.state != "pending":
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"event {event_id} still pending: {found}")
-        await asyncio.sleep(0.2)
-
-
-async def subscription_uid(kube: Kube, engine: AsyncEngine, world: World) -> str:
-    """The Subscription's uid, once the operator has stored its terms."""
-    obj = kube.get("subscription", world.tenant, world.control)
-    assert obj is not None
-    uid = str(obj["metadata"]["uid"])
-    for _ in range(150):
-        if await row(engine, "SELECT 1 FROM subscriptions WHERE uid = :u", u=uid):
-            return uid
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the operator stored no terms for {world.key}")
 
 
 async def stripe_side(engine: AsyncEngine, uid: str) -> Any:
