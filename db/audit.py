@@ -30,6 +30,18 @@ class Actor:
 STRIPE = Actor("stripe")
 
 
+def kubernetes(managed_fields: Sequence[Mapping[str, Any]] | None, field: str) -> Actor:
+    """Who set `field` (e.g. `f:revoked`) through Kubernetes, as far as the object tells:
+    the field manager of its latest write (`kubernetes:kubectl-edit`, `kubernetes:argocd`).
+    The person and address are in the API server's audit log."""
+    writers = [
+        entry for entry in managed_fields or ()
+        if field in json.dumps(entry.get("fieldsV1") or {})
+    ]  # fmt: skip
+    latest = max(writers, key=lambda e: str(e.get("time") or ""), default=None)
+    return Actor(f"kubernetes:{latest.get('manager', 'unknown')}" if latest else "kubernetes")
+
+
 @dataclass(frozen=True)
 class Record:
     id: int

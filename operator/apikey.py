@@ -26,6 +26,7 @@ from tenantry.core.conditions import READY, condition
 from tenantry.core.names import APIKEY_ANNOTATION, APIKEY_ENTRY, APIKEY_UID_LABEL, MANAGED_BY
 from tenantry.core.resources import GROUP, VERSION, ApiKeyKind, ApiKeySpec, ApiKeyStatus
 from tenantry.db import apikeys as repo
+from tenantry.db import audit
 from tenantry.db.apikeys import KeyRow
 from tenantry.operator import errors
 from tenantry.operator.context import Context
@@ -305,6 +306,10 @@ async def _follow_spec(
         await repo.update_terms(conn, uid, spec.scopes, spec.expires_at)
         if spec.revoked and row.revoked_at is None:
             await repo.revoke(conn, uid, now)
+            by = audit.kubernetes(body.metadata.get("managedFields"), "f:revoked")
+            tenant = f"{row.tenant_namespace}/{row.tenant_name}"
+            about = {"prefix": row.key_prefix, "api_key": uid}
+            await audit.record(conn, by, "api_key.revoked", tenant, about)
             message = f"Revoked key {row.key_prefix}..."
             logger.info(message)
             kopf.info(body, reason="KeyRevoked", message=message)

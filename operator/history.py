@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 
+from tenantry.db import audit
 from tenantry.db.licenses import LicenseAction, record_license
 from tenantry.operator import errors
 from tenantry.operator.context import Context
 from tenantry.operator.provisioning import IssuedLicense, LicenseTerms
+
+
+async def audited(
+    ctx: Context, by: audit.Actor, action: str, target: str, details: dict[str, Any]
+) -> None:
+    """A change asked for through Kubernetes, in the audit trail (db/audit.py)."""
+    if ctx.database is None:
+        return
+    async with errors.database(), ctx.database.begin() as conn:
+        await audit.record(conn, by, action, target, details)
+
 
 _CONFIRMED: set[str] = set()
 """Licenses this process knows to be in the history: checked once each, not per pass."""

@@ -44,6 +44,7 @@ from tenantry.core.resources import (
     TenantStatus,
 )
 from tenantry.db import apikeys as apikeys_repository
+from tenantry.db import audit
 from tenantry.db import subscriptions as subscriptions_repository
 from tenantry.db.licenses import LicenseAction
 from tenantry.operator import errors, history, licensing, metrics, outbound, work
@@ -316,6 +317,10 @@ async def ensure_license(
     leaked = body.metadata.annotations.get(REVOKE_LICENSE_ANNOTATION)
     if existing is not None and leaked == existing.license_id:
         await revoke(existing, "RevokedOnRequest")
+        await history.audited(
+            ctx, audit.kubernetes(body.metadata.get("managedFields"), REVOKE_LICENSE_ANNOTATION),
+            "license.revoked", tenant_ref, {"license": existing.license_id},
+        )  # fmt: skip
         due = "Reissued"
     if due:
         ring = await ctx.keys.current()

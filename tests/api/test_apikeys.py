@@ -100,6 +100,11 @@ async def test_revoked_key_stops_within_a_second_with_the_unknown_key_answer(
         "the ApiKey to say Revoked",
     )
     assert "revoked" in apikey["status"]["conditions"][0]["message"]
+    async with api_server.admin() as admin:
+        trail = (await admin.get("/v1/admin/audit", params={"target": world.key})).json()
+    assert [(r["action"], r["actor"]) for r in trail["records"]] == [
+        ("api_key.revoked", "kubernetes:kubectl-patch")
+    ]
     # Revocation is permanent: un-setting it does not bring the key back.
     kube.kubectl("patch", "apikey", "revoke-me", "-n", world.control, "--type", "merge",
                  "-p", '{"spec": {"revoked": false}}')  # fmt: skip

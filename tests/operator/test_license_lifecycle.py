@@ -160,7 +160,7 @@ def test_failed_payment_reissues_and_cancellation_revokes(
 
 
 def test_explicit_revoke_replaces_a_leaked_license(
-    kube: Kube, operator: OperatorProcess, names: dict[str, str]
+    kube: Kube, operator: OperatorProcess, database: str, names: dict[str, str]
 ) -> None:
     ready = provision(kube, names)
     leaked_token = current_token(kube, names)
@@ -183,6 +183,14 @@ def test_explicit_revoke_replaces_a_leaked_license(
         revocations=revocations,
     )
     assert verdict.state == lic.LicenseState.REVOKED
+    # In the audit trail, by the tool that asked (the person is in the API server's log).
+    with psycopg.connect(database.replace("+psycopg", "")) as conn:
+        trail = conn.execute(
+            "SELECT actor, details->>'license' FROM admin_audit WHERE action = 'license.revoked'"
+            " AND target = %s",
+            (f"{names['control']}/{names['tenant']}",),
+        ).fetchall()
+    assert trail == [("kubernetes:kubectl-annotate", leaked)]
 
 
 def test_rotated_key_signs_new_licenses_while_old_ones_still_verify(
