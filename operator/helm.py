@@ -131,9 +131,15 @@ class Releases:
             "timeout": self.timeout,
         }
         try:
-            if record is not None and record.status == "failed" and record.revision == 1:
-                # An install that failed (a busy API server) is done again from scratch,
-                # rather than upgraded into revision 2 over a failed revision 1.
+            if (
+                record is not None
+                and record.status in ("failed", "pending-install")
+                and record.revision == 1
+            ):
+                # An install that failed (a busy API server), or that was cut short (an
+                # operator killed, its helm with it: pending for good, since a Tenant's
+                # reconciles take turns), is done again from scratch, rather than upgraded
+                # into revision 2 over a broken revision 1.
                 await self.client.uninstall_release(name, namespace=namespace, wait=False)
                 record = None
             if record is None or record.status in ("deployed", "failed", "superseded"):
