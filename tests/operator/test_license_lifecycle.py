@@ -105,10 +105,16 @@ def test_plan_upgrade_reissues_the_license_with_the_new_limits(
     kube.apply(plan(names["plan"], devices=500))
     claims = new_license(kube, names, not_jti=first)
     assert claims["limits"]["devices"] == 500
-    reasons = kube.kubectl(
-        "get", "events", "-n", names["control"], "-o", "jsonpath={.items[*].reason}"
-    ).split()
-    assert "LicenseReissued" in reasons
+    # The Event follows the Secret (kopf posts Events on its own, shortly after).
+    wait_for(
+        lambda: (
+            "LicenseReissued"
+            in kube.kubectl(
+                "get", "events", "-n", names["control"], "-o", "jsonpath={.items[*].reason}"
+            ).split()
+        ),
+        "the LicenseReissued Event",
+    )
     wait_for(
         lambda: dig(get_tenant(kube, names), "status", "license", "id") == claims["jti"],
         "status to name the re-issued license",
