@@ -252,9 +252,11 @@ async def test_a_failed_stripe_payment_suspends_and_its_retry_resumes(
     wait_for(lambda: state(kube, world) == "unpaid", "the subscription to be unpaid", 30)
     assert "Subscription is unpaid (was past_due)" in event_messages(kube, world)
     wait_for(lambda: replicas(kube, world) == 0, "the instance to be scaled to zero", 60)
-    ready = condition(world.tenant_object(), "Ready")
-    assert ready is not None
-    assert ready["reason"] == "Suspended"
+    # The status is written after helm has scaled the release: wait for it, too.
+    wait_for(
+        lambda: (condition(world.tenant_object(), "Ready") or {}).get("reason") == "Suspended",
+        "the Tenant to say Suspended",
+    )
     suspended = license_as(kube, world, "unpaid")
 
     # A retry succeeds: the invoice is paid, and Stripe makes the subscription active.
@@ -270,9 +272,13 @@ async def test_a_failed_stripe_payment_suspends_and_its_retry_resumes(
     wait_for(lambda: replicas(kube, world) == 1, "the instance to be resumed", 60)
     after = license_as(kube, world, "active", period_after=stamp(period_end))
     assert after["jti"] not in {before["jti"], owing["jti"], suspended["jti"]}
-    payment = condition(world.tenant_object(), "PaymentCurrent")
-    assert payment is not None
-    assert (payment["status"], payment["reason"]) == ("True", "Paid")
+    wait_for(
+        lambda: (
+            (c := condition(world.tenant_object(), "PaymentCurrent"))
+            and (c["status"], c["reason"]) == ("True", "Paid")
+        ),
+        "the Tenant to say Paid",
+    )
     settled = await invoice_of(stripe_api, second["id"])
     assert (settled["status"], settled["amountDue"], settled["amountPaid"]) == ("paid", 0, 4900)
     assert [(p["amount"], p["method"], p["reference"]) for p in settled["payments"]] == [
