@@ -27,6 +27,7 @@ from tenantry.api.quotas.endpoints import router as quotas_router
 from tenantry.api.runtime import Runtime
 from tenantry.api.settings import ApiSettings
 from tenantry.api.signup.endpoints import router as signup_router
+from tenantry.api.stripe.endpoints import StripeWebhooks
 from tenantry.api.stripe.endpoints import router as stripe_router
 from tenantry.api.stripe.session_endpoints import router as stripe_sessions_router
 from tenantry.api.usage.endpoints import OPENAPI_COMPONENTS
@@ -66,8 +67,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.include_router(stripe_router)  # first: Stripe waits for its answers
+    # Stripe waits for its answers: its route is served ahead of FastAPI's routing (the
+    # body limit, added next, is outermost and still holds for it).
+    app.add_middleware(StripeWebhooks)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.include_router(stripe_router)
     app.include_router(apikeys_router)
     app.include_router(usage_router)
     app.include_router(quotas_router)

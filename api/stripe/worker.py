@@ -1,11 +1,14 @@
 """Stripe's events, stored as they arrive and processed in the background: each once,
 on any number of replicas.
 
-Storing: a delivery that finds no write on its way writes at once, itself and
-whatever has queued; deliveries that arrive meanwhile go together in the next
-write. A write is one statement in autocommit (one round trip, one commit) on
-a connection kept for storing. Each request gets its answer only after the
-commit that holds its event. A group that fails for a reason other than the
+Storing: a delivery that finds one of the STORE_CONNECTIONS free writes at
+once, itself and whatever has queued; when all are writing, deliveries queue
+and go together in the next write. So a light load waits for no other write
+(one round trip each), and a heavy one is written in groups (fewer statements
+than deliveries, the database's work per event falls). A write is one
+statement in autocommit (one round trip, one commit) on a connection kept for
+storing. Each request gets its answer only after the commit that holds its
+event. A group that fails for a reason other than the
 database being away is written again one event at a time, so an event
 PostgreSQL refuses fails only its own request.
 
@@ -62,6 +65,8 @@ ERROR_PAUSE = 5.0
 """Seconds the loop waits after the database failed it."""
 MAX_GROUP = 500
 """Events stored in one statement at most."""
+STORE_CONNECTIONS = 3
+"""Connections each process keeps for storing: writes on their way at once, at most."""
 QUIET = 0.05
 MAX_DEFER = 1.0
 """Acknowledging comes first: Stripe waits for it, and retries what it does not get in
@@ -73,6 +78,15 @@ answered first and processed right after, and a steady stream is still processed
 def backoff(attempts: int) -> float:
     """Seconds before the next try of an event that has failed `attempts` times."""
     return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempts - 1)))
+
+
+@dataclass
+class _Lane:
+    """A connection kept for storing, in autocommit: taking one from the pool for each
+    write would cost as much again as the statement. Opened at its first write."""
+
+    store: tuple[AsyncConnection, psycopg.AsyncConnection[Any]] | None = None
+    busy: bool = False  # a request or a writer task writes on it
 
 
 @dataclass
@@ -104,9 +118,8 @@ class StripeWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending: list[_Pending] = []
-        self._writing = False
-        self._store: tuple[AsyncConnection, psycopg.AsyncConnection[Any]] | None = None
-        self._writer: asyncio.Task[None] | None = None  # kept referenced while it runs
+        self._lanes = tuple(_Lane() for _ in range(STORE_CONNECTIONS))
+        self._writers: set[asyncio.Task[None]] = set()  # kept referenced while they run
         self._stored_at = 0.0  # the event loop's time of the last delivery
 
     @classmethod
@@ -130,8 +143,9 @@ class StripeWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._store is not None:
-            await self._store[0].close()
+        for lane in self._lanes:
+            if lane.store is not None:
+                await lane.store[0].close()
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------ storing
@@ -142,30 +156,33 @@ class StripeWorker:
         pending = _Pending(event)
         self._pending.append(pending)
         self._stored_at = asyncio.get_running_loop().time()
-        if not self._writing:
-            # No write on its way: this request writes what is queued (itself first), and
+        lane = next((lane for lane in self._lanes if not lane.busy), None)
+        if lane is not None:
+            # A free connection: this request writes what is queued (itself included), and
             # leaves what comes meanwhile to a task, so its own answer waits for no other.
-            self._writing = True
+            lane.busy = True
             try:
-                await self._write_next()
+                await self._write_next(lane)
             finally:
                 if self._pending:
-                    self._writer = asyncio.create_task(self._write_rest())
+                    writer = asyncio.create_task(self._write_rest(lane))
+                    self._writers.add(writer)
+                    writer.add_done_callback(self._writers.discard)
                 else:
-                    self._writing = False
+                    lane.busy = False
         return await pending.future
 
-    async def _write_rest(self) -> None:
+    async def _write_rest(self, lane: _Lane) -> None:
         try:
             while self._pending:
-                await self._write_next()
+                await self._write_next(lane)
         finally:
-            self._writing = False
+            lane.busy = False
 
-    async def _write_next(self) -> None:
+    async def _write_next(self, lane: _Lane) -> None:
         group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
         try:
-            await self._commit(group)
+            await self._commit(lane, group)
         except _UNAVAILABLE as error:
             _fail(group, _unavailable(error))
         except Exception as error:
@@ -174,7 +191,7 @@ class StripeWorker:
                 return
             for pending in group:  # find the event at fault: each on its own
                 try:
-                    await self._commit([pending])
+                    await self._commit(lane, [pending])
                 except _UNAVAILABLE as alone:
                     _fail([pending], _unavailable(alone))
                 except Exception as alone:
@@ -184,10 +201,8 @@ class StripeWorker:
             _fail(group, _unavailable(None))
             raise
 
-    async def _commit(self, group: Sequence[_Pending]) -> None:
-        if self._store is None:
-            # One connection for storing, kept (writes go one at a time): taking one from
-            # the pool each time would cost as much again as the statement.
+    async def _commit(self, lane: _Lane, group: Sequence[_Pending]) -> None:
+        if lane.store is None:
             conn = await self.engine.connect()
             # One statement, its own transaction: committed when it returns.
             await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -197,12 +212,12 @@ class StripeWorker:
                 # Bodies are stored compressed: lz4 costs a third of PostgreSQL's default,
                 # pglz, per event. (Without lz4 in the server, pglz it stays.)
                 await raw.execute("SET default_toast_compression = lz4")
-            self._store = (conn, raw)
-        conn, raw = self._store
+            lane.store = (conn, raw)
+        conn, raw = lane.store
         try:
             new = await repo.store_events(raw, [p.event for p in group])
         except _UNAVAILABLE:
-            self._store = None
+            lane.store = None
             with contextlib.suppress(Exception):  # the next write takes a new connection
                 await conn.invalidate()
                 await conn.close()
