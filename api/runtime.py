@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tenantry.api import metrics
 from tenantry.api.apikeys.service import Answers, KeyCache, LastUsed
 from tenantry.api.billing.pdf import PdfRenderer
 from tenantry.api.billing.service import BillingService
@@ -31,6 +32,7 @@ from tenantry.api.quotas.service import QuotaService, drain_stale_counters
 from tenantry.api.settings import ApiSettings
 from tenantry.api.signup.service import Signup
 from tenantry.api.signup.settings import SignupSettings
+from tenantry.api.stripe import repository as stripe_repository
 from tenantry.api.stripe.collection import Collector
 from tenantry.api.stripe.sessions import Sessions
 from tenantry.api.stripe.settings import StripeSettings
@@ -170,6 +172,7 @@ class Runtime:
         )
         if runtime.stripe is not None:
             runtime.sessions = Sessions(runtime.stripe.client, kube, stripe_settings)
+            runtime._tasks.append(asyncio.create_task(runtime._count_stripe_backlog()))
         signup = SignupSettings()
         if signup.enabled:
             runtime.signup = Signup(signup, kube, redis, runtime.links, fail_open)
@@ -212,6 +215,18 @@ class Runtime:
         if self.stripe is not None:
             await Collector(self.stripe.client, self.engine, self.billing).push_finalized()
 
+    async def _count_stripe_backlog(self) -> None:
+        """The pending Stripe events, for the metrics (an alert watches the backlog grow)."""
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    pending, age = await stripe_repository.backlog(conn)
+                metrics.STRIPE_EVENTS_PENDING.set(pending)
+                metrics.STRIPE_OLDEST_PENDING.set(age)
+            except Exception as error:
+                log.warning("Could not count the pending Stripe events: %s", error)
+            await asyncio.sleep(metrics.BACKLOG_INTERVAL)
+
     async def _flush_last_used(self) -> None:
         while True:
             await asyncio.sleep(self.settings.last_used_interval)
@@ -231,3 +246,4 @@ class Runtime:
         await self.counters.redis.aclose()
         await self.kube.close()
         await self.engine.dispose()
+        metrics.worker_stopped()

@@ -42,7 +42,7 @@ class ApiSettings(BaseSettings):
     redis_failure_mode: Literal["fail_open", "fail_closed"] = Field(
         default="fail_open",
         description="When Redis is unreachable: `fail_open` keeps serving and counts quotas in "
-        "PostgreSQL (slower, exact), logging the fault and showing it in /readyz and /metrics; "
+        "PostgreSQL (slower, exact), logging the fault and showing it in /readyz and the metrics; "
         "`fail_closed` answers 503 to every request that needs quota counters.",
     )
     admin_token: SecretStr = Field(
@@ -102,6 +102,14 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body.")
     future_tolerance: float = Field(
         default=300.0, ge=0, description="Seconds an event timestamp may lie in the future."
+    )
+    api_metrics_port: int = Field(
+        default=9090,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics of all workers together (`GET /metrics`, "
+        "on the address `tenantry api serve --host` binds); 0 serves none. Never the public "
+        "port.",
     )
 
     @model_validator(mode="after")

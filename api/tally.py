@@ -1,17 +1,22 @@
-"""The counts /metrics shows, kept by the services that count them."""
+"""What the usage and quota services count, kept as the API's Prometheus metrics
+(api/metrics.py), so every worker's counts add up on the metrics port."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tenantry.api import metrics
 
 
-@dataclass
 class Tally:
-    """Per process: events and quota decisions since start-up."""
+    """The counts of usage events and quota decisions, handed to the services that make them."""
 
-    events_accepted: int = 0
-    events_duplicate: int = 0
-    events_rejected: int = 0
-    quota_admitted: int = 0
-    quota_refused: int = 0
-    counted_in_database: int = 0
+    def events(self, *, accepted: int, duplicate: int, rejected: int) -> None:
+        metrics.USAGE_EVENTS.labels(outcome="accepted").inc(accepted)
+        metrics.USAGE_EVENTS.labels(outcome="duplicate").inc(duplicate)
+        metrics.USAGE_EVENTS.labels(outcome="rejected").inc(rejected)
+
+    def quota(self, *, admitted: bool) -> None:
+        metrics.QUOTA_REQUESTS.labels(outcome="admitted" if admitted else "refused").inc()
+
+    def counted_in_database(self, units: int) -> None:
+        """Units counted in PostgreSQL alone, Redis being unreachable."""
+        metrics.COUNTED_IN_DATABASE.inc(units)

@@ -1,11 +1,21 @@
-"""The `tenantry` command."""
+"""The `tenantry` command.
+
+Commands that print data print text for people, or with `--output json` one JSON
+object with the same figures. Failures are one line on stderr and exit 2 (the
+command line or a setting is wrong) or 1 (something the command needs failed):
+see `tenantry.cli.errors`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import logging.config
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
+
+from tenantry.cli import errors, logs
 
 
 def _version() -> str:
@@ -17,12 +27,39 @@ def _version() -> str:
         return "unknown"
 
 
+def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2) if args.output == "json" else text)
+
+
+def _show_version(args: argparse.Namespace) -> int:
+    _print(args, {"version": _version()}, f"tenantry {_version()}")
+    return 0
+
+
 def _operator(args: argparse.Namespace) -> int:
+    import shutil
+
     from tenantry.operator.main import run
     from tenantry.operator.settings import OperatorSettings
 
+    settings = errors.load_settings(OperatorSettings)
+    # Checked before kopf starts: kopf would retry its start-up forever instead.
+    if not (settings.chart_path / "Chart.yaml").is_file():
+        raise errors.CommandError(
+            f"no chart at {settings.chart_path}: set TENANTRY_OPERATOR_CHART_PATH to the "
+            "customer-instance chart's folder, or unset it for the packaged one",
+            errors.USAGE,
+        )
+    if shutil.which(settings.helm) is None:
+        raise errors.CommandError(
+            f"no helm executable {settings.helm!r}: install helm (make tools builds it), "
+            "or set TENANTRY_OPERATOR_HELM to its path"
+        )
+    errors.check_kubernetes()
+    if settings.database_url:
+        errors.check_postgres(settings.database_url, "TENANTRY_OPERATOR_DATABASE_URL")
     run(
-        OperatorSettings(),
+        settings,
         standalone=args.standalone,
         priority=args.priority,
         liveness=args.liveness,
@@ -40,7 +77,7 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     from tenantry.operator.keys import SigningKeys
     from tenantry.operator.settings import OperatorSettings
 
-    settings = OperatorSettings()
+    settings = errors.load_settings(OperatorSettings)
 
     async def rotate() -> tuple[str, list[str]]:
         client = AsyncClient(field_manager="tenantry-cli")
@@ -61,17 +98,21 @@ def _keys_rotate(args: argparse.Namespace) -> int:
             await client.close()
 
     kid, dropped = asyncio.run(rotate())
-    print(f"New signing key {kid} in Secret {settings.namespace}/{settings.signing_key_secret}.")
-    print("Licenses signed before stay valid: their keys remain published until they expire.")
+    secret = f"{settings.namespace}/{settings.signing_key_secret}"
+    text = (
+        f"New signing key {kid} in Secret {secret}.\n"
+        "Licenses signed before stay valid: their keys remain published until they expire."
+    )
     if dropped:
-        print(f"Dropped retired keys no live license needs: {', '.join(dropped)}")
+        text += f"\nDropped retired keys no live license needs: {', '.join(dropped)}"
+    _print(args, {"kid": kid, "secret": secret, "dropped": dropped}, text)
     return 0
 
 
 def _quote(args: argparse.Namespace) -> int:
     from tenantry.cli.quote import run
 
-    return run(args.plan, args.usage, as_json=args.json)
+    return run(args.plan, args.usage, as_json=args.json or args.output == "json")
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -89,11 +130,33 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A wrong command line in one line, not argparse's usage block."""
+        self.exit(errors.USAGE, f"{self.prog}: {message}: see {self.prog} --help\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tenantry", description=__doc__)
+    parser = _Parser(prog="tenantry", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text, or json: one object a line with time, level, logger, message and the "
+        "object or request it is about (default text)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    # Every command that prints data takes it.
+    output = _Parser(add_help=False)
+    output.add_argument(
+        "--output", "-o", choices=["text", "json"], default="text",
+        help="text for people (default) or one JSON object",
+    )  # fmt: skip
+
+    version = commands.add_parser("version", parents=[output], help="Print the version.")
+    version.set_defaults(func=_show_version)
 
     operator = commands.add_parser("operator", help="Run the operator (kopf).")
     operator.add_argument(
@@ -118,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     keys = commands.add_parser("keys", help="Manage the license signing keys.")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     rotate = key_commands.add_parser(
-        "rotate", help="Make a new key the signer; keep old public keys while licenses need them."
+        "rotate",
+        parents=[output],
+        help="Make a new key the signer; keep old public keys while licenses need them.",
     )
     rotate.add_argument(
         "--algorithm", choices=["RS256", "EdDSA"], default=None, help="Default: the current one."
@@ -134,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quote = commands.add_parser(
         "quote",
+        parents=[output],
         help="Price one full paid period of a Plan for given usage.",
         description="What one full paid period of a Plan costs for the usage given: the base "
         "fee and each metered price, with no trial, proration, discount or tax.",
@@ -152,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         help="The period's quantity of a metric, e.g. messages=2500000; once per metric "
         "(a priced metric not given counts 0).",
     )
-    quote.add_argument("--json", action="store_true", help="Print the quote as one JSON object.")
+    quote.add_argument("--json", action="store_true", help="The same as --output json.")
     quote.set_defaults(func=_quote)
 
     from tenantry.api import cli as api_cli
@@ -160,13 +226,57 @@ def main(argv: list[str] | None = None) -> int:
     api_cli.configure(commands.add_parser("api", help="The API service: serve, migrate."))
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # One line per HTTP request drowns what the operator did.
-    for noisy in ("httpx", "httpx2", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    return int(args.func(args))
+    # Kept on `args`: `tenantry api serve` has each worker process configured alike.
+    args.log_config = logs.config(args.log_level, args.log_format)
+    logging.config.dictConfig(args.log_config)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its usual failures as one line on stderr and an exit status."""
+    try:
+        if args.command == "api":
+            _check_api(args)
+        with errors.kubernetes():
+            return int(args.func(args))
+    except Exception as error:
+        known = errors.explain(error)
+        if known is None:
+            raise
+        print(f"tenantry: {known}", file=sys.stderr)
+        return known.status
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check_api(args: argparse.Namespace) -> None:
+    """What `tenantry api serve` would otherwise find out in each worker, with a traceback."""
+    from tenantry.api.billing.settings import BillingSettings
+    from tenantry.api.dashboard.settings import DashboardSettings
+    from tenantry.api.outbound.settings import WebhookSettings
+    from tenantry.api.settings import ApiSettings, InsecureSettings
+    from tenantry.api.signup.settings import SignupSettings
+    from tenantry.api.stripe.settings import StripeSettings
+
+    settings = errors.load_settings(ApiSettings)
+    serving = args.api_command == "serve"
+    if serving:
+        try:
+            settings.refuse_placeholders()
+        except InsecureSettings as error:
+            raise errors.CommandError(str(error), errors.USAGE) from None
+        for component in (BillingSettings, DashboardSettings, WebhookSettings, SignupSettings,
+                          StripeSettings):  # fmt: skip
+            errors.load_settings(component)
+    errors.check_postgres(settings.database_url, "TENANTRY_DATABASE_URL")
+    if not serving:
+        return
+    with errors.kubernetes():
+        from lightkube import KubeConfig
+
+        KubeConfig.from_env()
+    if settings.redis_failure_mode == "fail_closed":  # fail_open serves without it
+        errors.check_redis(settings.redis_url, "TENANTRY_REDIS_URL")
 
 
 if __name__ == "__main__":

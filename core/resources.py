@@ -289,7 +289,11 @@ class PlanSpec(Model):
 
 class PlanStatus(Model):
     conditions: Conditions
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(
+        default=None,
+        description="The `metadata.generation` the operator last reconciled; behind it, the "
+        "status is not yet about the current spec.",
+    )
     stripe: StripePlanStatus | None = Field(default=None, description="When Stripe is on.")
 
 
@@ -341,18 +345,24 @@ class TenantSpec(Model):
 
 
 class LicenseSummary(Model):
+    """The license the instance holds now (the token itself is only in its Secret)."""
+
     id: str = Field(description="The license's `jti`.")
     plan: str = Field(description="Plan the license grants.")
-    issued_at: dt.datetime
-    expires_at: dt.datetime
+    issued_at: dt.datetime = Field(description="When it was signed (UTC).")
+    expires_at: dt.datetime = Field(
+        description="When it stops being valid (UTC); the operator renews it well before."
+    )
     secret_name: str = Field(description="Secret in the tenant namespace holding it.")
 
 
 class ReleaseSummary(Model):
-    name: str
-    revision: int
-    chart_version: str
-    status: str
+    """The Helm release of the customer's instance, as helm last reported it."""
+
+    name: str = Field(description="Release name, in the instance namespace.")
+    revision: int = Field(description="Helm revision; a new one only when something changed.")
+    chart_version: str = Field(description="Version of the customer-instance chart deployed.")
+    status: str = Field(description="Helm's status of the revision, e.g. `deployed`, `failed`.")
 
 
 class Period(Model):
@@ -379,18 +389,27 @@ class UsageSummary(Model):
 
 class TenantStatus(Model):
     conditions: Conditions
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(
+        default=None,
+        description="The `metadata.generation` the operator last reconciled; behind it, the "
+        "status is not yet about the current spec.",
+    )
     namespace: str | None = Field(default=None, description="Namespace of the instance.")
     plan: str | None = Field(default=None, description="Plan in force.")
-    license: LicenseSummary | None = None
-    release: ReleaseSummary | None = None
+    license: LicenseSummary | None = Field(
+        default=None, description="The license the instance holds now."
+    )
+    release: ReleaseSummary | None = Field(default=None, description="The instance's Helm release.")
     stripe_customer_id: str | None = Field(default=None, description="Stripe Customer.")
     billing_cycle: BillingCycleSummary | None = Field(
         default=None,
         description="The subscription's billing cycle, which usage and quotas are counted by; "
         "calendar months while there is none.",
     )
-    usage: UsageSummary | None = None
+    usage: UsageSummary | None = Field(
+        default=None,
+        description="Usage in the current billing period, written by the API service.",
+    )
 
 
 # -------------------------------------------------------------- Subscription
@@ -437,12 +456,24 @@ class InvoiceSummary(Model):
 
 class SubscriptionStatus(Model):
     conditions: Conditions
-    observed_generation: int | None = None
-    state: SubscriptionState | None = None
+    observed_generation: int | None = Field(
+        default=None,
+        description="The `metadata.generation` the operator last reconciled; behind it, the "
+        "status is not yet about the current spec.",
+    )
+    state: SubscriptionState | None = Field(
+        default=None,
+        description="`trialing`, `active`, `past_due`, `unpaid` (instance suspended) or "
+        "`canceled` (final).",
+    )
     plan: str | None = Field(default=None, description="Plan in force.")
     started_at: dt.datetime | None = Field(default=None, description="When it began.")
-    current_period: Period | None = None
-    trial_end: dt.datetime | None = None
+    current_period: Period | None = Field(
+        default=None, description="The billing period now running, `[start, end)`; none once ended."
+    )
+    trial_end: dt.datetime | None = Field(
+        default=None, description="When the trial ends (00:00 UTC); none without a trial."
+    )
     cancel_at: dt.datetime | None = Field(
         default=None, description="When it will end (cancelAtPeriodEnd)."
     )
@@ -450,7 +481,9 @@ class SubscriptionStatus(Model):
     billing_cycle: BillingCycleSummary | None = Field(
         default=None, description="How its billing periods fall (the Tenant follows it)."
     )
-    latest_invoice: InvoiceSummary | None = None
+    latest_invoice: InvoiceSummary | None = Field(
+        default=None, description="The most recent invoice of this subscription."
+    )
     amount_due: int | None = Field(
         default=None, description="Unpaid amount over all open invoices, minor units."
     )
@@ -486,11 +519,19 @@ class ApiKeySpec(Model):
 
 class ApiKeyStatus(Model):
     conditions: Conditions
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(
+        default=None,
+        description="The `metadata.generation` the operator last reconciled; behind it, the "
+        "status is not yet about the current spec.",
+    )
     prefix: str | None = Field(default=None, description="The key's public prefix.")
     secret_ref: str | None = Field(default=None, description="`namespace/name` of the Secret.")
-    expires_at: dt.datetime | None = None
-    last_used_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = Field(
+        default=None, description="When the key stops working (from spec.expiresAt)."
+    )
+    last_used_at: dt.datetime | None = Field(
+        default=None, description="When the key was last used, as of the operator's last pass."
+    )
 
 
 # -------------------------------------------------------------- Coupon, TaxRate
@@ -539,7 +580,11 @@ class CouponSpec(Model):
 
 class CouponStatus(Model):
     conditions: Conditions
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(
+        default=None,
+        description="The `metadata.generation` the operator last reconciled; behind it, the "
+        "status is not yet about the current spec.",
+    )
     redemptions: int = Field(default=0, description="Subscriptions that redeemed it.")
     stripe_id: str | None = Field(default=None, description="Stripe Coupon, when Stripe is on.")
 
@@ -557,7 +602,11 @@ class TaxRateSpec(Model):
 
 class TaxRateStatus(Model):
     conditions: Conditions
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(
+        default=None,
+        description="The `metadata.generation` the operator last reconciled; behind it, the "
+        "status is not yet about the current spec.",
+    )
     stripe_id: str | None = Field(default=None, description="Stripe Tax Rate, when Stripe is on.")
 
 
@@ -617,7 +666,8 @@ class TenantKind(Kind):
     status = TenantStatus
     printer_columns = (
         {"name": "Plan", "type": "string", "jsonPath": ".status.plan"},
-        {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
+        # Not "Namespace": `kubectl get -A` already prints the Tenant's own NAMESPACE.
+        {"name": "Instance-Namespace", "type": "string", "jsonPath": ".status.namespace"},
         {"name": "Revision", "type": "integer", "jsonPath": ".status.release.revision"},
         # A `date` column shows a future time as <invalid>: print the timestamp.
         {"name": "License-Expires", "type": "string", "jsonPath": ".status.license.expiresAt"},

@@ -4,7 +4,10 @@ Starts the local control plane, PostgreSQL, Redis and stripe-mock (Stripe is
 on, against it), installs the CRDs, runs the API service and the operator as
 their commands (`tenantry api serve`, `tenantry operator`), applies the
 samples, waits for the sample Tenant to be Ready and prints what to type next.
-Ctrl-C stops everything it started, in reverse order. State and logs live in .tenantry/dev/.
+Ctrl-C, a closed terminal, SIGTERM or any failure midway (a prerequisite
+missing, a server that does not start) stops everything it started, in
+reverse order. State and logs live in .tenantry/dev/ (`TENANTRY_DEV_DIR`
+moves .tenantry elsewhere).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from types import FrameType
 
 from testbed import (
@@ -32,9 +36,10 @@ from testbed import (
     spawn,
 )
 
-STATE = REPO / ".tenantry" / "dev"
-KUBECONFIG = REPO / ".tenantry" / "kubeconfig"
-DEV_ENV = REPO / ".tenantry" / "dev.env"
+ROOT = Path(os.environ.get("TENANTRY_DEV_DIR") or REPO / ".tenantry").absolute()
+STATE = ROOT / "dev"
+KUBECONFIG = ROOT / "kubeconfig"
+DEV_ENV = ROOT / "dev.env"
 """What a person or a script needs to call the running API: `source .tenantry/dev.env`."""
 API_PORT = int(os.environ.get("TENANTRY_DEV_API_PORT", "8000"))
 TENANTRY = str(REPO / ".venv" / "bin" / "tenantry")
@@ -62,6 +67,21 @@ def wait_http(url: str, what: str, service: Service, timeout: float = 60) -> Non
     raise TestbedError(f"{what} did not answer {url} within {timeout:.0f}s; see {service.log}")
 
 
+def shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+PREREQUISITES = {
+    "kubectl": "install kubectl (Debian: apt-get install kubernetes-client; or "
+    "https://kubernetes.io/docs/tasks/tools/)",
+}
+
+
+def missing_prerequisites() -> list[str]:
+    return [f"{name} not found: {how}" for name, how in PREREQUISITES.items()
+            if shutil.which(name) is None]  # fmt: skip
+
+
 def say(message: str, error: bool = False) -> None:
     """Print, unless the terminal or pipe is gone: stopping the servers matters more."""
     with contextlib.suppress(OSError):
@@ -69,6 +89,10 @@ def say(message: str, error: bool = False) -> None:
 
 
 def main() -> int:
+    for problem in missing_prerequisites():
+        say(f"make dev: {problem}", error=True)
+    if missing_prerequisites():
+        return 1
     tools = ensure_tools("etcd", "kube-apiserver", "kube-controller-manager", "helm", "stripe-mock")
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
@@ -88,6 +112,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     try:
         say("Starting the control plane (etcd, kube-apiserver, kube-controller-manager)…")
         plane = ControlPlane(STATE / "cluster")
@@ -162,7 +187,7 @@ def main() -> int:
         kubectl(
             "wait", "-n", "customers", "tenant/acme", "--for", "condition=Ready", "--timeout=90s"
         )
-        kube = f"kubectl --kubeconfig {KUBECONFIG.relative_to(REPO)}"
+        kube = f"kubectl --kubeconfig {shown(KUBECONFIG)}"
         say(
             f"""
 Tenantry is running.
@@ -175,11 +200,11 @@ Tenantry is running.
   curl -s http://127.0.0.1:{API_PORT}/v1/license/jwks.json
 
 An instance's API key: {kube} get secret -n tenant-acme acme-instance -o jsonpath='{{.data}}'
-Admin token (this session only): {admin_token}, also in {DEV_ENV.relative_to(REPO)}:
-  source {DEV_ENV.relative_to(REPO)}
+Admin token (this session only): {admin_token}, also in {shown(DEV_ENV)}:
+  source {shown(DEV_ENV)}
   curl -s -H "Authorization: Bearer $TENANTRY_ADMIN_TOKEN" \\
     $TENANTRY_API_URL/v1/admin/tenants/customers/acme/invoices
-Logs: {STATE.relative_to(REPO)}/{{operator,api,kube-apiserver,postgres,redis}}.log
+Logs: {shown(STATE)}/{{operator,api,kube-apiserver,postgres,redis}}.log
 
 Press Ctrl-C to stop everything."""
         )
@@ -189,13 +214,13 @@ Press Ctrl-C to stop everything."""
                     raise TestbedError(f"{service.name} exited; see {service.log}")
             time.sleep(1)
     except KeyboardInterrupt:
-        stop_all()
         return 0
-    except (TestbedError, subprocess.CalledProcessError) as error:
+    except (TestbedError, subprocess.CalledProcessError, OSError) as error:
         detail = error.stderr if isinstance(error, subprocess.CalledProcessError) else error
         say(f"make dev: {detail}", error=True)
-        stop_all()
         return 1
+    finally:  # whatever ended it, an error of any kind included
+        stop_all()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ ls /usr/lib/*/libpangoft2-1.0.so.0 >/dev/null 2>&1 || missing+=(libpangoft2-1.0-
 command -v pdftotext >/dev/null || missing+=(poppler-utils)
 # The dashboard's browser tests drive Debian's chromium through Playwright (no browser download).
 command -v chromium >/dev/null || missing+=(chromium)
+# The Argo CD health checks (manifests/argocd/) are run by a real Lua interpreter.
+command -v lua5.4 >/dev/null || missing+=(lua5.4)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -28,7 +28,7 @@ from tenantry.core.resources import GROUP, VERSION, ApiKeyKind, ApiKeySpec, ApiK
 from tenantry.db import apikeys as repo
 from tenantry.db import audit
 from tenantry.db.apikeys import KeyRow
-from tenantry.operator import errors
+from tenantry.operator import errors, sharding
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, NotReady, retry_later
 from tenantry.operator.kube import FIELD_MANAGER, Tenant
@@ -347,9 +347,9 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
         if retry:
             raise kopf.TemporaryError(retry, delay=2)
 
-    @kopf.on.resume(*apikeys, id="reconcile", registry=registry)
-    @kopf.on.create(*apikeys, id="reconcile", registry=registry)
-    @kopf.on.update(*apikeys, id="reconcile", registry=registry)
+    @kopf.on.resume(*apikeys, id="reconcile", when=sharding.tenant_parts, registry=registry)
+    @kopf.on.create(*apikeys, id="reconcile", when=sharding.tenant_parts, registry=registry)
+    @kopf.on.update(*apikeys, id="reconcile", when=sharding.tenant_parts, registry=registry)
     @errors.boundary
     async def reconcile_apikey(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
@@ -357,7 +357,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
         await run(body, memo, patch, logger)
 
     @kopf.timer(*apikeys, id="refresh", interval=REFRESH_INTERVAL, initial_delay=REFRESH_INTERVAL,
-                registry=registry)  # fmt: skip
+                when=sharding.tenant_parts, registry=registry)  # fmt: skip
     @errors.boundary
     async def refresh_apikey(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
@@ -365,7 +365,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
         # Expiry passes and last use moves without any change to the object.
         await run(body, memo, patch, logger)
 
-    @kopf.on.delete(*apikeys, id="finalize", registry=registry)
+    @kopf.on.delete(*apikeys, id="finalize", when=sharding.tenant_parts, registry=registry)
     @errors.boundary
     async def delete_apikey(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         ctx = ctx_of(memo)

@@ -120,8 +120,11 @@ def crd_manifest(kind: type[Kind]) -> dict[str, Any]:
                             "description": f"A Tenantry {kind.kind}.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": f"Always `{GROUP}/{VERSION}`.",
+                                },
+                                "kind": {"type": "string", "description": f"Always `{kind.kind}`."},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,
                                 "status": status_schema,

@@ -11,7 +11,18 @@ import kopf
 
 from tenantry.core import clock
 from tenantry.db.engine import create_engine
-from tenantry.operator import apikey, helm, kube, metrics, peering, pricebook, subscription, tenant
+from tenantry.operator import (
+    apikey,
+    helm,
+    kube,
+    metrics,
+    peering,
+    plan,
+    pricebook,
+    sharding,
+    subscription,
+    tenant,
+)
 from tenantry.operator.context import Context
 from tenantry.operator.helm import Releases
 from tenantry.operator.keys import RevocationList, SigningKeys
@@ -41,6 +52,8 @@ class ObjectFormatter(logging.Formatter):
 
 def name_objects_in_logs() -> None:
     for handler in logging.getLogger().handlers:
+        if getattr(handler.formatter, "names_objects", False):
+            continue  # `tenantry --log-format`'s (cli/logs.py) names them already
         handler.setFormatter(ObjectFormatter(handler.formatter._fmt if handler.formatter else None))
     # pyhelm3 logs each command without the object it is for; the handlers log what
     # matters (a failure, with helm's message) on the object's own logger.
@@ -64,7 +77,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="tenantry.io", key="last-handled-configuration"
         )
-        settings.persistence.finalizer = "tenantry.io/finalizer"
+        # Each shard marks its objects with its own finalizer (see operator/sharding.py).
+        settings.persistence.finalizer = config.sharding.finalizer
+        memo["shard"] = config.sharding
         settings.posting.level = logging.INFO
         # Stripe's library logs every request at INFO, URLs (and the emails in them) included.
         logging.getLogger("stripe").setLevel(logging.WARNING)
@@ -134,10 +149,12 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     tenant.register(registry, context_of, config.drift_interval)
     apikey.register(registry, context_of)
     subscription.register(registry, context_of, config.subscription_interval)
+    plan.register(registry, context_of)
     pricebook.register(registry, context_of, config.drift_interval)
     if stripe_client.enabled(config):
         stripe_customers.register(registry)
-        stripe_plans.register(registry, context_of)
+        stripe_plans.register(registry)
+    sharding.register(registry)
     return registry
 
 
@@ -156,6 +173,19 @@ def run(
     registry = build_registry(config)
     settings = kopf.OperatorSettings()
     settings.peering.lifetime = config.peering_lifetime
+    shard = config.sharding
+    # Each shard's replicas meet in a peering object of their own: one shard's
+    # active replica must not pause another shard's.
+    peering_name = shard.peering(peering_name)
+    metrics.SHARD.labels(shard=str(shard.index), shards=str(shard.count)).set(1)
+    if shard.count > 1:
+        log.info(
+            "Running as %s: its share of the Tenants%s; finalizer %s, peering %s",
+            shard,
+            " and the cluster-wide kinds" if shard.cluster_wide else "",
+            shard.finalizer,
+            "none (standalone)" if standalone else peering_name,
+        )
 
     async def main() -> None:
         if not standalone:

@@ -17,14 +17,24 @@ tenantry_operator_kube_transport_errors_total{error}
     timeouts, resets), each retried shortly
 tenantry_operator_tenants{ready, reason}
     Tenants by their Ready condition, as this operator last saw them
+tenantry_operator_license_expiry_timestamp_seconds{namespace, tenant}
+    when each Tenant's license in force expires (Unix time), as its last pass
+    found it; renewed `license_renew_before` ahead, so one near is one not renewed
+tenantry_operator_stripe_sync_errors_total{kind, reason}
+    Stripe steps that failed: StripeUnavailable (an outage, retried), or
+    Stripe's refusal (StripeRefused) or a spec Tenantry cannot follow
+tenantry_operator_shard{shard, shards}
+    1, labelled with this operator's shard and the number of shards
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -60,6 +70,11 @@ KUBE_TRANSPORT_ERRORS = Counter(
     "Requests to the Kubernetes API server that failed below HTTP, by error type.",
     ["error"],
 )
+SHARD = Gauge(
+    "tenantry_operator_shard",
+    "1, labelled with this operator's shard and the number of shards.",
+    ["shard", "shards"],
+)
 
 
 class TenantReadiness(Collector):
@@ -90,6 +105,44 @@ class TenantReadiness(Collector):
 
 TENANTS = TenantReadiness()
 REGISTRY.register(TENANTS)
+
+
+class LicenseExpiry(Collector):
+    """Each Tenant's license expiry, from the last pass over it."""
+
+    def __init__(self) -> None:
+        self._by_uid: dict[str, tuple[str, str, float]] = {}
+
+    def set(self, uid: str, namespace: str, tenant: str, license: Mapping[str, Any] | None) -> None:
+        """`license`: the Tenant's `status.license`; None when it holds none."""
+        if not license:
+            self.forget(uid)
+            return
+        expires_at = dt.datetime.fromisoformat(license["expiresAt"]).timestamp()
+        self._by_uid[uid] = (namespace, tenant, expires_at)
+
+    def forget(self, uid: str) -> None:
+        self._by_uid.pop(uid, None)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "tenantry_operator_license_expiry_timestamp_seconds",
+            "When each Tenant's license in force expires (Unix time).",
+            labels=["namespace", "tenant"],
+        )
+        entries = list(self._by_uid.values())  # a copy: passes change it from another thread
+        for namespace, tenant, expires_at in sorted(entries):
+            family.add_metric([namespace, tenant], expires_at)
+        yield family
+
+
+LICENSES = LicenseExpiry()
+REGISTRY.register(LICENSES)
+STRIPE_SYNC_ERRORS = Counter(
+    "tenantry_operator_stripe_sync_errors",
+    "Stripe steps that failed, by kind and reason (StripeUnavailable, StripeRefused...).",
+    ["kind", "reason"],
+)
 
 
 def serve(port: int) -> None:

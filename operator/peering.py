@@ -13,6 +13,10 @@ replica's priority is minus the millisecond it started, so the oldest live
 replica acts and a newly started one (a rolling update, a rescheduled Pod)
 never preempts it. A developer's operator run with `--priority 0` outranks
 them all and pauses the cluster's while it runs.
+
+Shards (operator/sharding.py) are separate groups, each with one acting
+replica: shard 0 meets in the object named by `--peering`, shard i in
+`<name>-shard-<i>`. Were they to share one, all but one shard would pause.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ async def ensure_object(name: str) -> None:
     client = AsyncClient(field_manager="tenantry-operator")
     try:
         await client.create(ClusterKopfPeering(metadata=ObjectMeta(name=name)))
-        log.info("Created ClusterKopfPeering %s", name)
+        # Named as kopf's per-object logger names objects (`k8s_ref`), in text and JSON.
+        log.info("Created ClusterKopfPeering %s", name,
+                 extra={"k8s_ref": {"kind": "ClusterKopfPeering", "name": name}})  # fmt: skip
     except ApiError as error:
         if error.status.code != 409:
             raise

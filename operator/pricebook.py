@@ -20,7 +20,7 @@ from tenantry.core.resources import (
     TaxRateStatus,
 )
 from tenantry.db import subscriptions as repository
-from tenantry.operator import errors
+from tenantry.operator import errors, sharding
 from tenantry.operator.context import Context
 from tenantry.operator.errors import StripeUnavailable
 from tenantry.operator.reconcile import Logger, prior_status, reconciling
@@ -76,11 +76,12 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
     coupons = (GROUP, VERSION, CouponKind.plural)
     tax_rates = (GROUP, VERSION, TaxRateKind.plural)
 
-    @kopf.on.resume(*coupons, id="report", registry=registry)
-    @kopf.on.create(*coupons, id="report", registry=registry)
-    @kopf.on.update(*coupons, id="report", field="spec", registry=registry)
+    @kopf.on.resume(*coupons, id="report", when=sharding.cluster_wide, registry=registry)
+    @kopf.on.create(*coupons, id="report", when=sharding.cluster_wide, registry=registry)
+    @kopf.on.update(*coupons, id="report", field="spec", when=sharding.cluster_wide,
+                    registry=registry)  # fmt: skip
     @kopf.timer(*coupons, id="count", interval=interval, initial_delay=interval,
-                registry=registry)  # fmt: skip
+                when=sharding.cluster_wide, registry=registry)  # fmt: skip
     @errors.boundary
     async def report_coupon(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any,
                             **_: Any) -> None:  # fmt: skip
@@ -89,9 +90,10 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
         if retry is not None:
             raise retry
 
-    @kopf.on.resume(*tax_rates, id="report", registry=registry)
-    @kopf.on.create(*tax_rates, id="report", registry=registry)
-    @kopf.on.update(*tax_rates, id="report", field="spec", registry=registry)
+    @kopf.on.resume(*tax_rates, id="report", when=sharding.cluster_wide, registry=registry)
+    @kopf.on.create(*tax_rates, id="report", when=sharding.cluster_wide, registry=registry)
+    @kopf.on.update(*tax_rates, id="report", field="spec", when=sharding.cluster_wide,
+                    registry=registry)  # fmt: skip
     @errors.boundary
     async def report_tax_rate(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any,
                               **_: Any) -> None:  # fmt: skip

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tenantry.core.outbound import Endpoints
+from tenantry.operator.sharding import Shard
 
 # Shipped inside the package (in a checkout, a link to charts/customer-instance).
 _PACKAGED_CHART = Path(__file__).resolve().parent / "charts" / "customer-instance"
@@ -53,6 +54,19 @@ class OperatorSettings(BaseSettings):
         le=600,
         description="Seconds a replica's peering keep-alive counts: a replica killed without "
         "notice is taken over this long after its last keep-alive at most.",
+    )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        description="How many operators share the Tenants, each with its own `shard` and its "
+        "own replicas (see operator/sharding.py).",
+    )
+    shard: int = Field(
+        default=0,
+        ge=0,
+        description="This operator's shard, 0 to `shards - 1`: it handles the Tenants whose "
+        "namespace/name hashes to it, with their Subscriptions and ApiKeys; shard 0 also "
+        "handles Plans, Coupons and TaxRates.",
     )
     helm: str = Field(default="helm", description="The helm executable.")
     helm_timeout: str = "2m"
@@ -135,3 +149,16 @@ class OperatorSettings(BaseSettings):
         description="PostgreSQL (postgresql+psycopg://...) for API key hashes and license "
         "history; the API service owns and migrates the schema.",
     )
+
+    @model_validator(mode="after")
+    def _shard_exists(self) -> OperatorSettings:
+        if self.shard >= self.shards:
+            raise ValueError(
+                f"TENANTRY_OPERATOR_SHARD is {self.shard}, but with TENANTRY_OPERATOR_SHARDS="
+                f"{self.shards} the shards are numbered 0 to {self.shards - 1}"
+            )
+        return self
+
+    @property
+    def sharding(self) -> Shard:
+        return Shard(self.shard, self.shards)

@@ -6,7 +6,9 @@ reads what the invoices say, and writes one status patch: the state, the
 current period, the trial's end, the latest invoice and the amount due. A
 timer repeats it, because time alone moves a subscription: trials end,
 periods turn, invoices fall due. Every change of state is an Event, and the
-Tenant follows (a Subscription's change nudges it).
+Tenant follows (a Subscription's change nudges it). `Ready` is True once every
+object it names exists and its state is known, with the state as its reason
+(`core/readiness.py`); a missing one is `Ready=False` naming it.
 
 Deleting a Subscription cancels it now: its terms get an end, the billing run
 issues the final invoice, and the Tenant is suspended and its license revoked.
@@ -25,9 +27,10 @@ import kopf
 from pydantic import ValidationError
 
 from tenantry.core import lifecycle
-from tenantry.core.conditions import READY, condition
+from tenantry.core.conditions import condition
 from tenantry.core.invoices import Party, TaxRate
 from tenantry.core.lifecycle import CouponOffer, Terms
+from tenantry.core.readiness import subscription_ready
 from tenantry.core.resources import (
     GROUP,
     VERSION,
@@ -47,7 +50,7 @@ from tenantry.core.resources import (
     TenantSpec,
 )
 from tenantry.db import subscriptions as repository
-from tenantry.operator import errors, metrics, outbound
+from tenantry.operator import errors, metrics, outbound, sharding
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, NotReady, spec_error
 from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling
@@ -274,7 +277,15 @@ async def settle(
         )
     if missing is not None:
         raise missing  # after the status above: Ready=False says what is missing
-    r.observe(condition(READY, True, _camel(state.value), f"Subscription is {state.value}."))
+    r.observe(
+        subscription_ready(
+            state,
+            amount_due=facts.facts.amount_due,
+            currency=terms.currency,
+            trial_end=terms.trial_end,
+            ended_at=terms.ended_at,
+        )
+    )
 
 
 async def keep_stripe_in_step(
@@ -337,7 +348,8 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Logger) -> None:
 def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> None:
     subscriptions = (GROUP, VERSION, SubscriptionKind.plural)
 
-    @kopf.index(GROUP, VERSION, TenantKind.plural, id="tenants_by_name", registry=registry)
+    @kopf.index(GROUP, VERSION, TenantKind.plural, id="tenants_by_name", when=sharding.tenants,
+                registry=registry)  # fmt: skip
     def tenants_by_name(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str], dict[str, Any]]:
@@ -386,9 +398,12 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
         if any(body.status.get(field) != value for field, value in status.items()):
             patch.status.update(status)
 
-    @kopf.on.resume(*subscriptions, id="reconcile", registry=registry)
-    @kopf.on.create(*subscriptions, id="reconcile", registry=registry)
-    @kopf.on.update(*subscriptions, id="reconcile", field="spec", registry=registry)
+    @kopf.on.resume(*subscriptions, id="reconcile", when=sharding.tenant_parts,
+                    registry=registry)  # fmt: skip
+    @kopf.on.create(*subscriptions, id="reconcile", when=sharding.tenant_parts,
+                    registry=registry)  # fmt: skip
+    @kopf.on.update(*subscriptions, id="reconcile", field="spec", when=sharding.tenant_parts,
+                    registry=registry)  # fmt: skip
     @errors.boundary
     async def reconcile_subscription(**kwargs: Any) -> None:
         await run(**kwargs)
@@ -398,12 +413,12 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
         return interval * (1 + random.random())  # noqa: S311 - spreading, not secrecy
 
     @kopf.timer(*subscriptions, id="clock", interval=interval, initial_delay=spread,
-                registry=registry)  # fmt: skip
+                when=sharding.tenant_parts, registry=registry)  # fmt: skip
     @errors.boundary
     async def tick(**kwargs: Any) -> None:
         await run(**kwargs)
 
-    @kopf.on.delete(*subscriptions, id="cancel", registry=registry)
+    @kopf.on.delete(*subscriptions, id="cancel", when=sharding.tenant_parts, registry=registry)
     @errors.boundary
     async def cancel(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         ctx = ctx_of(memo)

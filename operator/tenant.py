@@ -47,7 +47,7 @@ from tenantry.db import apikeys as apikeys_repository
 from tenantry.db import audit
 from tenantry.db import subscriptions as subscriptions_repository
 from tenantry.db.licenses import LicenseAction
-from tenantry.operator import errors, history, licensing, metrics, outbound, work
+from tenantry.operator import errors, history, licensing, metrics, outbound, sharding, work
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, NotReady, spec_error
 from tenantry.operator.keys import Revocation
@@ -430,9 +430,8 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
     """Register the Tenant handlers. `ctx_of(memo)` returns the operator's Context."""
     tenants = (GROUP, VERSION, TenantKind.plural)
 
-    @kopf.index(
-        GROUP, VERSION, SubscriptionKind.plural, id="subscriptions_by_tenant", registry=registry
-    )
+    @kopf.index(GROUP, VERSION, SubscriptionKind.plural, id="subscriptions_by_tenant",
+                when=sharding.tenant_parts, registry=registry)  # fmt: skip
     def subscriptions_by_tenant(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str], dict[str, Any]]:
@@ -483,15 +482,17 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
             metrics.TENANTS.set(
                 uid, ready.status.value if ready else "Unknown", ready.reason if ready else ""
             )
+            license_ = status.get("license", body.status.get("license"))
+            metrics.LICENSES.set(uid, key[0] or "", key[1], license_)
             if trigger == "drift":
                 metrics.DRIFT_CHECKS.labels(result="repaired" if r.changed else "unchanged").inc()
             # An unchanged Tenant costs the API server no write at all.
             if any(body.status.get(field) != value for field, value in status.items()):
                 patch.status.update(status)
 
-    @kopf.on.resume(*tenants, id="reconcile", registry=registry)
-    @kopf.on.create(*tenants, id="reconcile", registry=registry)
-    @kopf.on.update(*tenants, id="reconcile", registry=registry)
+    @kopf.on.resume(*tenants, id="reconcile", when=sharding.tenants, registry=registry)
+    @kopf.on.create(*tenants, id="reconcile", when=sharding.tenants, registry=registry)
+    @kopf.on.update(*tenants, id="reconcile", when=sharding.tenants, registry=registry)
     @errors.boundary
     async def reconcile_tenant(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
@@ -505,7 +506,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         return drift_interval * (1 + random.random())  # noqa: S311 - spreading, not secrecy
 
     @kopf.timer(*tenants, id="repair", interval=drift_interval, initial_delay=spread,
-                registry=registry)  # fmt: skip
+                when=sharding.tenants, registry=registry)  # fmt: skip
     @errors.boundary
     async def repair_tenant(
         body: kopf.Body,
@@ -531,7 +532,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
                 ),
             )
 
-    @kopf.on.delete(*tenants, id="finalize", registry=registry)
+    @kopf.on.delete(*tenants, id="finalize", when=sharding.tenants, registry=registry)
     @errors.boundary
     async def delete_tenant(
         body: kopf.Body, memo: kopf.Memo, logger: Any, retry: int, **_: Any
@@ -543,8 +544,10 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         # Finalized: the Tenant goes, and no pass of it can follow.
         ctx.deleting.discard(uid)
         metrics.TENANTS.forget(uid)
+        metrics.LICENSES.forget(uid)
 
-    @kopf.on.event(GROUP, VERSION, SubscriptionKind.plural, id="nudge", registry=registry)
+    @kopf.on.event(GROUP, VERSION, SubscriptionKind.plural, id="nudge",
+                   when=sharding.tenant_parts, registry=registry)  # fmt: skip
     @errors.boundary
     async def subscription_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # `type` is None for the initial listing: Tenants resume by themselves.

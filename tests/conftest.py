@@ -21,7 +21,7 @@ from support import (
     Kube,
     OperatorProcess,
 )
-from testbed import ControlPlane, Postgres, Redis, StripeMock, ensure_tools
+from testbed import ControlPlane, Postgres, Redis, StripeMock, ensure_tools, free_port
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -112,6 +112,7 @@ def operator(
         tmp_path_factory.mktemp("operator") / "operator.log",
         {
             "TENANTRY_OPERATOR_HELM": str(kube.helm_binary),
+            "TENANTRY_OPERATOR_METRICS_PORT": str(free_port()),
             "TENANTRY_OPERATOR_DRIFT_INTERVAL": str(DRIFT_INTERVAL),
             "TENANTRY_OPERATOR_SUBSCRIPTION_INTERVAL": str(SUBSCRIPTION_INTERVAL),
             "TENANTRY_OPERATOR_DATABASE_URL": database,

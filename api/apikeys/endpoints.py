@@ -25,6 +25,7 @@ from tenantry.api.auth import (
 )
 from tenantry.api.errors import (
     NotFound,
+    PayloadTooLarge,
     Unauthorized,
     Unavailable,
     Unprocessable,
@@ -51,7 +52,7 @@ _INACTIVE = b'{"active":false}'
     summary="Whether a key is active, for whom, and the quota state",
     response_model=Introspection,
     response_model_exclude_none=True,
-    responses=responses(Unauthorized, Unprocessable, Unavailable),
+    responses=responses(Unauthorized, PayloadTooLarge, Unprocessable, Unavailable),
     openapi_extra={
         "requestBody": {
             "required": True,

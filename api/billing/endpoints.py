@@ -28,6 +28,7 @@ from tenantry.api.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    PayloadTooLarge,
     Unauthorized,
     Unavailable,
     Unprocessable,
@@ -157,7 +158,9 @@ async def get_invoice_pdf(invoice_id: str, rt: RuntimeDep) -> Response:
     tags=["billing"],
     summary="Record a payment (partial payments leave an amount due)",
     dependencies=admin,
-    responses=responses(Unauthorized, NotFound, Conflict, Unprocessable, Unavailable),
+    responses=responses(
+        Unauthorized, NotFound, PayloadTooLarge, Conflict, Unprocessable, Unavailable
+    ),
     openapi_extra=json_body(PaymentIn),
 )
 async def record_payment(
@@ -200,7 +203,9 @@ async def mark_uncollectible(invoice_id: str, rt: RuntimeDep, by: AdminActor) ->
     tags=["billing"],
     summary="Issue a credit note against an open or paid invoice",
     dependencies=admin,
-    responses=responses(Unauthorized, NotFound, Conflict, Unprocessable, Unavailable),
+    responses=responses(
+        Unauthorized, NotFound, PayloadTooLarge, Conflict, Unprocessable, Unavailable
+    ),
     openapi_extra=json_body(CreditNoteIn),
 )
 async def credit_note(
@@ -218,7 +223,7 @@ async def credit_note(
     tags=["billing"],
     summary="Run billing now, for every subscription or one tenant's",
     dependencies=admin,
-    responses=responses(Unauthorized, NotFound, Unprocessable, Unavailable),
+    responses=responses(Unauthorized, NotFound, PayloadTooLarge, Unprocessable, Unavailable),
     openapi_extra=json_body(RunIn, required=False),
 )
 async def billing_run(request: Request, rt: RuntimeDep, by: AdminActor) -> RunOut:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tenantry.api import metrics
 from tenantry.api.billing import repository as repo
 from tenantry.api.billing.settings import BillingSettings
 from tenantry.api.errors import Conflict, NotFound, Unprocessable
@@ -125,7 +127,7 @@ class BillingService:
     ) -> RunResult:
         """Bill every subscription (or one tenant's) up to now; `by` whoever asked for it
         (the audit trail records them), none for scheduled runs."""
-        now = self.clock()
+        now, started = self.clock(), time.monotonic()
         async with self.engine.begin() as conn:
             run_id = await repo.start_run(conn, tenant_uid or "all", trigger, now)
             if by is not None:
@@ -157,6 +159,10 @@ class BillingService:
                 subscriptions=len(uids), drafted=drafted, finalized=finalized, error=error,
                 now=self.clock(),
             )  # fmt: skip
+        metrics.BILLING_RUN_SECONDS.labels(
+            trigger=trigger, result="failed" if failed else "succeeded"
+        ).observe(time.monotonic() - started)
+        metrics.INVOICES_FINALIZED.inc(finalized)
         if drafted or finalized or failed:
             log.info(
                 "Billing run %s: %d subscriptions, %d invoices drafted, %d finalized, %d failed",

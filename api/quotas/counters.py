@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tenantry.api import metrics
 from tenantry.api.errors import Unavailable
 from tenantry.api.usage.repository import CounterDelta
 from tenantry.core.periods import period_key
@@ -147,6 +148,7 @@ class Counters:
         # Drops what other processes counted in PostgreSQL alone (the durable mark).
         self.on_recovery = on_recovery
         self.up = True
+        metrics.REDIS_UP.set(1)
         self.failures = 0
         self.last_error: str | None = None
         self.down_since: float | None = None
@@ -163,9 +165,11 @@ class Counters:
 
     def _fault(self, error: Exception) -> CountersDown:
         self.failures += 1
+        metrics.REDIS_FAILURES.inc()
         self.last_error = f"{type(error).__name__}: {error}"
         if self.up:
             self.up = False
+            metrics.REDIS_UP.set(0)
             self.down_since = time.monotonic()
             self._last_probe = time.monotonic()
             log.error(
@@ -202,6 +206,7 @@ class Counters:
                 self.last_error = f"{type(error).__name__}: {error}"
                 return False
             self.up = True
+            metrics.REDIS_UP.set(1)
             down = time.monotonic() - (self.down_since or time.monotonic())
             self.down_since = None
             try:

@@ -10,6 +10,7 @@ from tenantry.api.auth import Caller, RuntimeDep, scoped, utcnow
 from tenantry.api.errors import (
     Conflict,
     Forbidden,
+    PayloadTooLarge,
     QuotaExceeded,
     Unauthorized,
     Unavailable,
@@ -26,7 +27,13 @@ router = APIRouter(tags=["quotas"])
     "/v1/quota/consume",
     summary="Check a quota and count this request against it",
     responses=responses(
-        Unauthorized, Forbidden, Conflict, Unprocessable, QuotaExceeded, Unavailable
+        Unauthorized,
+        Forbidden,
+        Conflict,
+        PayloadTooLarge,
+        Unprocessable,
+        QuotaExceeded,
+        Unavailable,
     ),
 )
 async def consume(

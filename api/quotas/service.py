@@ -350,7 +350,7 @@ class QuotaService:
                     raise counters_unavailable() from error
                 continue  # Redis went away mid-request: count it in PostgreSQL instead
             except QuotaExceeded:
-                self.tally.quota_refused += 1
+                self.tally.quota(admitted=False)
                 raise
             except BaseException:
                 # Redis counted it but the commit failed, or its answer was lost: the event
@@ -365,10 +365,10 @@ class QuotaService:
                 # counter after the commit, so its rebuild sees this event.
                 period = tenant.period_at(now)
                 await self.counters.forget([counter_key(tenant.uid, request.metric, period.start)])
-            self.tally.quota_admitted += 1
+            self.tally.quota(admitted=True)
             if not outcome.result.duplicate:
                 if not redis:
-                    self.tally.counted_in_database += request.amount
+                    self.tally.counted_in_database(request.amount)
                 self.on_change(tenant)
             return outcome.result
         raise Unavailable(

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tenantry.api import metrics
 from tenantry.api.errors import (
     ApiError,
     BadRequest,
@@ -198,6 +199,7 @@ async def stripe_webhook(request: Request) -> Response:
     signature = request.headers.get("stripe-signature")
     event = verified(body, signature, secret, worker.settings.webhook_tolerance)
     new = await worker.store(event)
+    metrics.STRIPE_EVENTS_RECEIVED.labels(delivery="new" if new else "duplicate").inc()
     # Built by hand: a model validated and serialized per delivery costs more than the check.
     answer = b'{"received":true,"id":%s,"duplicate":%s}' % (
         json.dumps(event.id).encode(),

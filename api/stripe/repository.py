@@ -119,6 +119,21 @@ async def fail(conn: AsyncConnection, event_id: str, error: str) -> None:
     )
 
 
+async def backlog(conn: AsyncConnection) -> tuple[int, float]:
+    """The pending events (retries waiting included), and the seconds since the oldest
+    of them was received (0 when none is pending)."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT count(*) AS pending,"
+                " coalesce(extract(epoch FROM now() - min(received_at)), 0) AS age"
+                " FROM stripe_events WHERE state = 'pending'"
+            )
+        )
+    ).one()
+    return int(row.pending), float(row.age)
+
+
 async def newest_status_event(
     conn: AsyncConnection, stripe_subscription_id: str, excluding: str
 ) -> dt.datetime | None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ import stripe
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tenantry.api import metrics
 from tenantry.api.billing.service import BillingService
 from tenantry.api.errors import Unavailable, Unprocessable
 from tenantry.api.stripe import handlers
@@ -272,6 +274,8 @@ class StripeWorker:
                 await self._failed(ctx, claimed, error)
                 return True
             await repo.finish(conn, claimed.id, outcome.state)
+        metrics.STRIPE_EVENTS_PROCESSED.labels(result=outcome.state).inc()
+        metrics.STRIPE_EVENT_LAG.observe(max(0.0, time.time() - claimed.payload["created"]))
         log.info("%s Stripe event %s (%s): %s", outcome.state.capitalize(), claimed.id,
                  claimed.type, outcome.note)  # fmt: skip
         return True
@@ -281,11 +285,13 @@ class StripeWorker:
         message = f"{type(error).__name__}: {error}"
         if isinstance(error, handlers.Refused) or attempts >= MAX_ATTEMPTS:
             await repo.fail(ctx.conn, claimed.id, message)
+            metrics.STRIPE_EVENTS_PROCESSED.labels(result="failed").inc()
             log.error("Failed Stripe event %s (%s) after %d attempts: %s", claimed.id,
                       claimed.type, attempts, message)  # fmt: skip
             return
         delay = backoff(attempts)
         await repo.retry(ctx.conn, claimed.id, delay, message)
+        metrics.STRIPE_EVENTS_PROCESSED.labels(result="retried").inc()
         if isinstance(error, handlers.NotYet):
             log.info("Postponed Stripe event %s (%s) by %.0f s: %s", claimed.id, claimed.type,
                      delay, error)  # fmt: skip

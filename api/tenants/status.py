@@ -14,6 +14,7 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tenantry.api import metrics
 from tenantry.api.tenants.catalog import Tenant
 from tenantry.api.tenants.kube import Kube
 from tenantry.api.usage import repository as usage_repo
@@ -45,7 +46,6 @@ class StatusWriter:
         self.clock = clock
         self.kube = kube
         self.interval = interval
-        self.writes = 0
         self._last: dict[str, float] = {}
         self._scheduled: dict[str, asyncio.Task[None]] = {}
 
@@ -76,7 +76,7 @@ class StatusWriter:
             totals = await usage_repo.period_totals(conn, tenant.uid, period)
         usage = summary(period, period_values(totals), list(tenant.plan.metrics), now)
         await self.kube.patch_tenant_usage(tenant.namespace, tenant.name, usage.to_wire())
-        self.writes += 1
+        metrics.STATUS_WRITES.inc()
         return usage
 
     async def close(self) -> None:

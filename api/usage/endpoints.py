@@ -100,7 +100,9 @@ async def post_usage(
     "/v1/usage/snapshot",
     summary="Report what an instance observes now (devices, messages, bytes, storage)",
     openapi_extra=json_body(Snapshot),
-    responses=responses(*_ERRORS),
+    responses=responses(
+        Unauthorized, Forbidden, Conflict, PayloadTooLarge, Unprocessable, Unavailable
+    ),
 )
 async def post_snapshot(
     request: Request,

@@ -115,7 +115,7 @@ class UsageService:
             return 0
         written = await self.writer.write(tenant, plan, unique)
         if not written.in_redis:
-            self.tally.counted_in_database += written.accepted
+            self.tally.counted_in_database(written.accepted)
         if written.accepted:
             self.on_change(tenant)
         return written.accepted
@@ -134,9 +134,7 @@ class UsageService:
         rejected = [*rejected, *bad]
         accepted = await self.record(tenant, plan, good)
         duplicates = len(good) - accepted
-        self.tally.events_accepted += accepted
-        self.tally.events_duplicate += duplicates
-        self.tally.events_rejected += len(rejected)
+        self.tally.events(accepted=accepted, duplicate=duplicates, rejected=len(rejected))
         if rejected:
             raise refused(rejected, accepted, duplicates, total)
         return UsageAccepted(accepted=accepted, duplicates=duplicates)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import kopf
 
 from tenantry.core.resources import GROUP, VERSION, TenantKind, TenantSpec
+from tenantry.operator import sharding
 from tenantry.operator.errors import StripeRefused, StripeUnavailable
 from tenantry.operator.reconcile import Logger, Reconcile
 from tenantry.operator.stripe.client import Stripe, idempotency_key, missing
@@ -230,7 +231,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     """The index Subscriptions find their Tenant's Customer in."""
 
     @kopf.index(GROUP, VERSION, TenantKind.plural, id="stripe_customers_by_tenant",
-                registry=registry)  # fmt: skip
+                when=sharding.tenants, registry=registry)  # fmt: skip
     def stripe_customers_by_tenant(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str], str]:

@@ -5,7 +5,7 @@ changes gets a new Price, and the old one is deactivated (Subscriptions on
 it move to the new one when they next pass). The ids, and the price the
 Price was made for (its fingerprint), are in `status.stripe`. Only the base
 price goes to Stripe; metered prices are Tenantry's (see the package's
-docstring). Registered only when Stripe is on: Plans have no handler else.
+docstring). The Plan handler (`operator/plan.py`) calls `keep_in_step` when Stripe is on.
 """
 
 from __future__ import annotations
@@ -15,24 +15,20 @@ from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 
-from tenantry.core.conditions import READY, condition
 from tenantry.core.resources import (
     GROUP,
     VERSION,
     PlanKind,
     PlanSpec,
-    PlanStatus,
     Price,
     StripePlanStatus,
 )
 from tenantry.operator.errors import StripeUnavailable
-from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling
+from tenantry.operator.reconcile import Logger, Reconcile
 from tenantry.operator.stripe.client import Stripe, idempotency_key
 from tenantry.operator.stripe.sync import in_step, synced, syncing
 
 if TYPE_CHECKING:
-    import datetime as dt
-
     from stripe.params import (
         PriceCreateParams,
         PriceUpdateParams,
@@ -127,37 +123,11 @@ async def _deactivate(api: Stripe, r: Reconcile, price_id: str) -> None:
         await api.client.v1.prices.update_async(price_id, params, api.options(key))
 
 
-async def reconcile(
-    api: Stripe, body: kopf.Body, logger: Logger, now: dt.datetime
-) -> tuple[dict[str, Any], StripeUnavailable | None]:
-    """One pass over a Plan: its status and, when Stripe was unavailable, what to retry."""
-    prior = prior_status(body, PlanStatus)
-    retry = None
-    async with reconciling(body, prior.conditions, logger, now=now) as r:
-        spec = r.spec(PlanSpec)
-        r.observe(condition(READY, True, "Valid", "Subscriptions may name it."))
-        retry = await keep_in_step(api, r, spec, prior.stripe, logger)
-    return r.status(), retry
-
-
-def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
-    """The Plan handler, and the index Subscriptions find their Plan's Price in."""
+def register(registry: kopf.OperatorRegistry) -> None:
+    """The index Subscriptions find their Plan's Price in (the Plan handler is `plan.py`)."""
     plans = (GROUP, VERSION, PlanKind.plural)
 
     @kopf.index(*plans, id="stripe_plans_by_name", registry=registry)
     def stripe_plans_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         ids = body.status.get("stripe")
         return {name: copy.deepcopy(dict(ids))} if ids else {}
-
-    @kopf.on.resume(*plans, id="stripe", registry=registry)
-    @kopf.on.create(*plans, id="stripe", registry=registry)
-    @kopf.on.update(*plans, id="stripe", field="spec", registry=registry)
-    async def sync_plan(
-        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
-    ) -> None:
-        ctx = ctx_of(memo)
-        async with ctx.lock(("Plan", body.metadata.name)):
-            status, retry = await reconcile(ctx.stripe, body, logger, ctx.clock())
-        patch.status.update(status)
-        if retry is not None:
-            raise retry

@@ -25,6 +25,7 @@ import kopf
 
 from tenantry.core.conditions import condition, find
 from tenantry.core.resources import ConditionStatus
+from tenantry.operator import metrics
 from tenantry.operator.errors import InvalidSpec, NotReady, StripeUnavailable
 from tenantry.operator.reconcile import Logger, Reconcile
 
@@ -62,8 +63,10 @@ class Step:
         self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None
     ) -> bool:
         if isinstance(error, InvalidSpec):  # StripeRefused, or what Tenantry cannot follow
+            _counted(self.r, error.reason)
             _not_synced(self.r, self.logger, error.reason, error.message, warn=True)
         elif isinstance(error, StripeUnavailable):
+            _counted(self.r, "StripeUnavailable")
             self.retry = error
             _not_synced(self.r, self.logger, "StripeUnavailable", str(error), warn=False)
         elif isinstance(error, NotReady):
@@ -75,6 +78,10 @@ class Step:
 
 def syncing(r: Reconcile, logger: Logger) -> Step:
     return Step(r, logger)
+
+
+def _counted(r: Reconcile, reason: str) -> None:
+    metrics.STRIPE_SYNC_ERRORS.labels(kind=r.body.get("kind", ""), reason=reason).inc()
 
 
 def _not_synced(r: Reconcile, logger: Logger, reason: str, message: str, *, warn: bool) -> None:

@@ -34,6 +34,8 @@ class ApiServer:
     env: dict[str, str]
     log: Path
     port: int = 0
+    metrics_port: int = 0
+    command: tuple[str, ...] = ("api", "serve")  # global options may come first
     process: subprocess.Popen[bytes] | None = None
     admin_token: str = field(default_factory=lambda: secrets.token_hex(24))
     introspection_token: str = field(default_factory=lambda: secrets.token_hex(24))
@@ -45,16 +47,17 @@ class ApiServer:
     def start(self) -> ApiServer:
         remember(self.admin_token)
         remember(self.introspection_token)
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         env = {
             **os.environ,
             "TENANTRY_ADMIN_TOKEN": self.admin_token,
             "TENANTRY_INTROSPECTION_TOKEN": self.introspection_token,
+            "TENANTRY_API_METRICS_PORT": str(self.metrics_port),
             **self.env,
         }
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [TENANTRY, "api", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [TENANTRY, *self.command, "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         wait_for(self._alive, "the API's /healthz", timeout=30, interval=0.1)
@@ -88,6 +91,13 @@ class ApiServer:
         return httpx.AsyncClient(
             base_url=self.url, headers={**auth, **(headers or {})}, timeout=30, **kwargs
         )
+
+    async def metrics(self) -> str:
+        """The metrics of all its workers, from the metrics port."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        answer.raise_for_status()
+        return answer.text
 
     def admin(self) -> httpx.AsyncClient:
         return self.client(self.admin_token)
