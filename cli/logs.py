@@ -23,6 +23,7 @@ NOISY = ("httpx", "httpx2", "httpcore")
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {
     "message", "asctime", "taskName",
     "k8s_ref", "k8s_skip",  # kopf's: the object, read below; whether to post it as an Event
+    "settings",  # kopf's too: its whole OperatorSettings, on every object's line
     "color_message",  # uvicorn's: the message again, with terminal colours
 }  # fmt: skip
 
