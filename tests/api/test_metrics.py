@@ -91,6 +91,8 @@ async def test_the_metrics_port_sums_what_every_worker_counted(
     async with server.admin() as admin:
         missing = await admin.get(f"/v1/admin/invoices/{uuid.uuid4()}")
         assert missing.status_code == 404
+    async with server.client() as client:  # served ahead of the router, counted all the same
+        assert (await client.post("/webhooks/stripe", content=b"{}")).status_code == 503
     after = samples(await server.metrics())
 
     # Both workers counted, and the port adds them up: every request is there once.
@@ -108,6 +110,8 @@ async def test_the_metrics_port_sums_what_every_worker_counted(
     assert moved(before, after, requests, method="GET", route="/v1/admin/invoices/{invoice_id}",
                  status="404") == 1  # fmt: skip
     assert moved(before, after, requests, method="GET", route="unmatched", status="404") == 1
+    assert moved(before, after, requests, method="POST", route="/webhooks/stripe",
+                 status="503") == 1  # fmt: skip
     assert "secret-path-7" not in await server.metrics()
     assert after[("tenantry_api_redis_up", frozenset())] == 1
     # The public port serves none.
