@@ -169,6 +169,18 @@ async def revoke(conn: AsyncConnection, resource_uid: str, at: dt.datetime) -> d
     return None if row is None else row.revoked_at
 
 
+async def revoke_first(conn: AsyncConnection, resource_uid: str, at: dt.datetime) -> bool:
+    """Revoke for good, as `revoke`; True only for the call that revoked it (the one to
+    audit): a second revocation, by whichever path, finds it done and changes nothing."""
+    result = await conn.execute(
+        text(
+            "UPDATE api_keys SET revoked_at = :at WHERE resource_uid = :uid AND revoked_at IS NULL"
+        ),
+        {"uid": resource_uid, "at": at},
+    )
+    return bool(result.rowcount)
+
+
 async def revoke_tenant_keys(
     conn: AsyncConnection, namespace: str, name: str, uid: str, at: dt.datetime
 ) -> int:

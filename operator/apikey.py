@@ -304,8 +304,9 @@ async def _follow_spec(
     assert ctx.database is not None
     async with errors.database(), ctx.database.begin() as conn:
         await repo.update_terms(conn, uid, spec.scopes, spec.expires_at)
-        if spec.revoked and row.revoked_at is None:
-            await repo.revoke(conn, uid, now)
+        # Only the revocation that changed the row is audited: the dashboard's, patching
+        # spec.revoked in its own transaction, may have revoked it since `row` was read.
+        if spec.revoked and row.revoked_at is None and await repo.revoke_first(conn, uid, now):
             by = audit.kubernetes(body.metadata.get("managedFields"), "f:revoked")
             tenant = f"{row.tenant_namespace}/{row.tenant_name}"
             about = {"prefix": row.key_prefix, "api_key": uid}

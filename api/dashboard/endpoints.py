@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -27,8 +27,8 @@ from pydantic.alias_generators import to_camel
 
 from tenantry.api.auth import Caller, RuntimeDep, admin_token, scoped, utcnow
 from tenantry.api.billing.pdf import PdfError, PdfTimeout
-from tenantry.api.dashboard import views
-from tenantry.api.dashboard.fleet import HEALTHS, Query, TenantRow, select
+from tenantry.api.dashboard import keys, views
+from tenantry.api.dashboard.fleet import HEALTHS, Query, select
 from tenantry.api.dashboard.service import CUSTOMER_LINK, Dashboard, static_file
 from tenantry.api.dashboard.session import Session, SignInRequired
 from tenantry.api.errors import (
@@ -44,8 +44,6 @@ from tenantry.api.paths import Name, Namespace
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import Tenant, existing_tenant
 from tenantry.core.invoices import Invoice, InvoiceStatus
-from tenantry.db import apikeys as apikeys_repo
-from tenantry.db import audit
 from tenantry.db.audit import Actor
 
 log = logging.getLogger("tenantry.api.dashboard")
@@ -234,21 +232,16 @@ async def fleet_page(
     )
 
 
-async def _row(board: Dashboard, namespace: str, name: str) -> TenantRow | None:
-    """The tenant's line of the fleet list (its subscription's state), as last listed."""
-    rows = await board.fleet.rows(refresh=False)
-    return next((r for r in rows if r.namespace == namespace and r.name == name), None)
-
-
 async def _page(rt: Runtime, tenant: Tenant, now: dt.datetime, **options: bool) -> views.TenantPage:
-    return await views.tenant_page(
-        rt,
-        tenant,
-        now,
-        body_of=rt.kube.tenant(tenant.namespace, tenant.name),
-        row_of=_row(_dashboard(rt), tenant.namespace, tenant.name),
-        **options,
-    )
+    """The tenant's page: its Tenant object from the fleet list while that is fresh, else
+    read from Kubernetes (fleet.py)."""
+    body, row = _dashboard(rt).fleet.tenant(tenant.namespace, tenant.name)
+    body_of = _ready(body) if body is not None else rt.kube.tenant(tenant.namespace, tenant.name)
+    return await views.tenant_page(rt, tenant, now, body_of=body_of, row=row, **options)
+
+
+async def _ready(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return value
 
 
 @router.get("/dashboard/tenants/{namespace}/{name}")
@@ -277,25 +270,17 @@ async def revoke_key(
     rt: RuntimeDep,
     current: SessionDep,
 ) -> Response:
-    """Revoke for good, as the operator does for `spec.revoked` (db/apikeys.revoke): every
-    replica refuses the key within its key cache's lifetime (at most a second)."""
+    """Revoke for good, as `kubectl patch` of the ApiKey's `spec.revoked` does, and at once
+    (keys.py): every replica refuses the key within its key cache's lifetime (a second)."""
     board, now = _dashboard(rt), utcnow()
     board.sessions.check_csrf(current, (await _form(request)).get("csrf", ""), now)
     tenant = await existing_tenant(rt.catalog, namespace, name)
-    async with rt.engine.begin() as conn:
-        rows = await apikeys_repo.list_for_tenant(conn, namespace, name, tenant.uid)
-        row = next((r for r in rows if r.id == key_id), None)
-        if row is None or row.resource_uid is None:
-            raise NotFound(
-                f"Tenant {namespace}/{name} has no API key {key_id}.", code="api_key_not_found"
-            )
-        await apikeys_repo.revoke(conn, row.resource_uid, now)
-        by = Actor("dashboard", request.client.host if request.client else None)
-        await audit.record(conn, by, "api_key.revoked", f"{namespace}/{name}",
-                           {"prefix": row.key_prefix, "api_key": row.resource_uid})  # fmt: skip
+    by = Actor("dashboard", request.client.host if request.client else None)
+    row = await keys.revoke(rt, tenant, key_id, by, now)
     log.info(
-        "Revoked key %s... of tenant %s/%s from the dashboard", row.key_prefix, namespace, name
-    )
+        "Revoked key %s... of tenant %s/%s from the dashboard (ApiKey %s/%s spec.revoked)",
+        row.key_prefix, namespace, name, row.resource_namespace, row.resource_name,
+    )  # fmt: skip
     return RedirectResponse(
         f"/dashboard/tenants/{namespace}/{name}?revoked={quote(row.key_prefix)}#keys",
         status_code=303,

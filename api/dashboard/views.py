@@ -169,12 +169,13 @@ async def tenant_page(
     now: dt.datetime,
     *,
     body_of: Awaitable[Mapping[str, Any] | None],
-    row_of: Awaitable[TenantRow | None],
+    row: TenantRow | None,
     keys: bool = True,
     drafts: bool = True,
 ) -> TenantPage:
-    """Everything is read at once: the Tenant object, its line of the fleet list, its
-    keys and license history, usage, invoices."""
+    """Everything is read at once, each concern on a connection of its own: the Tenant
+    object (`body_of`: a GET, or the fleet list's copy), its keys, license history, usage,
+    quota figures and invoices. `row` is its line of the fleet list, if listed."""
     plan = tenant.plan
     plan_metrics = (
         [(m.name, m.aggregation.value, _limit(plan.limit(m.name))) for m in plan.spec.metrics]
@@ -182,24 +183,37 @@ async def tenant_page(
         else []
     )
 
-    async def read_db() -> tuple[list[LicenseRecord], list[KeyRow]]:
+    async def license_history() -> list[LicenseRecord]:
         async with rt.engine.connect() as conn:
             history = await licenses_repo.history(conn, tenant.namespace, tenant.name)
-            rows = (
-                await apikeys_repo.list_for_tenant(conn, tenant.namespace, tenant.name, tenant.uid)
-                if keys
-                else []
-            )
-        return [h for h in history if h.tenant_uid == tenant.uid], rows
+        return [h for h in history if h.tenant_uid == tenant.uid]
 
-    body, row, (history, key_rows), usage, invoices = await asyncio.gather(
+    async def key_rows() -> list[KeyRow]:
+        if not keys:
+            return []
+        async with rt.engine.connect() as conn:
+            return await apikeys_repo.list_for_tenant(
+                conn, tenant.namespace, tenant.name, tenant.uid
+            )
+
+    async def quota_figures() -> tuple[Mapping[str, QuotaState], str, str | None]:
+        if plan is None:
+            return {}, "", None
+        try:
+            found = await rt.quotas.quotas(tenant, now)
+        except Exception as error:  # shown, not fatal: usage still comes from PostgreSQL
+            return {}, "", f"Quota counters could not be read ({error})."
+        return found.quotas, found.source, None
+
+    body, history, key_list, usage, invoices, (quotas, quota_source, note) = await asyncio.gather(
         body_of,
-        row_of,
-        read_db(),
+        license_history(),
+        key_rows(),
         rt.usage.usage_in_period(tenant, now),
         rt.billing.invoices_of_tenant(
             tenant.uid, limit=INVOICES_SHOWN, before=None, include_drafts=drafts
         ),
+        quota_figures(),
     )
     if body is None:
         raise NotFound(
@@ -208,15 +222,7 @@ async def tenant_page(
         )
     status = body.get("status") or {}
     spec = body.get("spec") or {}
-    notes = []
-    quota_source = ""
-    quotas: Mapping[str, QuotaState] = {}
-    if plan is not None:
-        try:
-            found = await rt.quotas.quotas(tenant, now)
-            quotas, quota_source = found.quotas, found.source
-        except Exception as error:  # shown, not fatal: usage still comes from PostgreSQL
-            notes.append(f"Quota counters could not be read ({error}).")
+    notes = [note] if note else []
     health, _ = health_of(status)
     release = status.get("release") or {}
     return TenantPage(
@@ -234,7 +240,7 @@ async def tenant_page(
         conditions=conditions_of(status),
         license=status.get("license") or {},
         license_history=history,
-        keys=key_rows,
+        keys=key_list,
         period=f"{usage.period_start:%Y-%m-%d} – {usage.period_end:%Y-%m-%d}",
         metrics=metric_views(plan_metrics, usage.metrics, quotas),
         invoices=invoices,

@@ -76,9 +76,10 @@ async def test_signup_works_under_the_apis_own_role(
         )
     assert answer.status_code == 201, answer.text
     assert kube.get("subscription", f"acme-{suffix}", namespace) is not None
-    # What a plan change made in Stripe's portal writes, and what undoes a failed signup.
+    # What a plan change made in Stripe's portal writes, what undoes a failed signup, and
+    # what a key revoked on the dashboard writes (spec.revoked).
     account = "system:serviceaccount:tenantry-system:tenantry-api"
-    for verb, resource in (("patch", "subscriptions"), ("delete", "tenants")):
+    for verb, resource in (("patch", "subscriptions"), ("delete", "tenants"), ("patch", "apikeys")):
         allowed = kube.kubectl("auth", "can-i", verb, f"{resource}.tenantry.io", "-A",
                                "--as", account, check=False)  # fmt: skip
         assert allowed.strip() == "yes", (verb, resource)

@@ -15,18 +15,21 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import pytest_asyncio
-from api_harness import API, PLAN_METRICS, ApiServer, World, now_iso
+import yaml
+from api_harness import API, PLAN_METRICS, ApiServer, World, now_iso, ready_condition
 from playwright.async_api import Browser, Page, async_playwright, expect
-from support import REPO, Kube
-from testbed import ControlPlane
+from support import REPO, Kube, wait_for
+from testbed import ControlPlane, free_port
 
 from tenantry.api.dashboard.service import CUSTOMER_LINK
 from tenantry.api.links import Links
@@ -281,11 +284,35 @@ def pdf_text(document: bytes) -> str:
     ).stdout.decode()
 
 
+async def refused(api: ApiServer, key: str) -> None:
+    """The API refuses `key` within 3 seconds (its key cache lives a second)."""
+    async with api.client(key) as instance:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            answer = await instance.get("/v1/quota")
+            if answer.status_code == 401:
+                assert answer.json()["error"]["code"] == "invalid_api_key"
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the API still honours the revoked key")
+
+
+async def revocations(api: ApiServer, world: World) -> list[tuple[str, str]]:
+    """The audit trail's key revocations of the tenant: (actor, key prefix)."""
+    async with api.admin() as admin:
+        trail = (await admin.get("/v1/admin/audit", params={"target": world.key})).json()
+    return [
+        (r["actor"], r["details"]["prefix"])
+        for r in trail["records"]
+        if r["action"] == "api_key.revoked"
+    ]
+
+
 async def test_the_team_revokes_a_key_and_reads_an_invoice(
     browser: Browser, flows_api: ApiServer, worlds: tuple[World, World]
 ) -> None:
     world, _ = worlds
-    key = world.issued_key(scopes=["usage:write", "quota:consume", "license:read"])
+    key = world.issued_key("dash-revoked", scopes=["usage:write", "quota:consume", "license:read"])
     invoice = await first_invoice(flows_api, world)
     async with flows_api.client(key) as instance:
         for _ in range(3):
@@ -318,21 +345,24 @@ async def test_the_team_revokes_a_key_and_reads_an_invoice(
     prefix = keyformat.display_prefix(key)
     await page.get_by_role("button", name=f"Revoke key {prefix}").click()
     await expect(page.get_by_text(f"Key {prefix}… is revoked")).to_be_visible()
-    refused_at = None
-    async with flows_api.client(key) as instance:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            answer = await instance.get("/v1/quota")
-            if answer.status_code == 401:
-                refused_at = time.monotonic()
-                assert answer.json()["error"]["code"] == "invalid_api_key"
-                break
-            await asyncio.sleep(0.1)
-    assert refused_at is not None, "the API still honours the revoked key"
-    async with flows_api.admin() as admin:
-        trail = (await admin.get("/v1/admin/audit", params={"target": world.key})).json()
-    revoked = [r for r in trail["records"] if r["action"] == "api_key.revoked"]
-    assert [(r["actor"], r["details"]["prefix"]) for r in revoked] == [("dashboard", prefix)]
+    await refused(flows_api, key)
+    # The cluster says so too, as if `kubectl patch` had revoked it, and the operator,
+    # finding the key revoked already, adds nothing to the audit trail.
+    apikey = world.kube.get("apikey", "dash-revoked", world.control)
+    assert apikey is not None
+    assert apikey["spec"]["revoked"] is True
+    managers = world.kube.kubectl("get", "apikey", "dash-revoked", "-n", world.control,
+                                  "--show-managed-fields", "-o",
+                                  "jsonpath={.metadata.managedFields[*].manager}")  # fmt: skip
+    assert "tenantry-dashboard" in managers.split()
+    wait_for(
+        lambda: (
+            ready_condition(world.kube.get("apikey", "dash-revoked", world.control))
+            == ("False", "Revoked")
+        ),
+        "the operator to mark the ApiKey revoked",
+    )
+    assert await revocations(flows_api, world) == [("dashboard", prefix)]
 
     # A form without its CSRF token is refused, even with the session cookie.
     cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
@@ -426,3 +456,106 @@ async def test_a_customer_link_shows_one_tenant_only(
     response = await page.goto(f"{flows_api.url}/dashboard/tenants/{other.control}/{other.tenant}")
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await context.close()
+
+
+# ------------------------------------------------------------------ Kubernetes away
+
+
+class Relay:
+    """A TCP relay to kube-apiserver that a test cuts and mends: Kubernetes away for one
+    API process, while the operator and the rest of the session keep theirs. It runs on
+    a thread of its own, so the test's blocking calls (kubectl) never stall it."""
+
+    def __init__(self, target: str) -> None:
+        split = urlsplit(target)
+        self.target = (split.hostname or "127.0.0.1", split.port or 443)
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+
+    def mend(self) -> None:
+        self._call(self._listen())
+
+    def cut(self) -> None:
+        self._call(self._close())
+
+    def _call(self, work: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(work, self._loop).result(10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._open):
+            writer.transport.abort()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._open |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._open -= {writer, up_writer}
+
+
+async def test_a_revoke_kubernetes_does_not_take_changes_nothing_and_says_so(
+    browser: Browser,
+    flows_api: ApiServer,
+    start_api: Callable[..., ApiServer],
+    worlds: tuple[World, World],
+    tmp_path: Path,
+) -> None:
+    _, world = worlds
+    key = world.issued_key("dash-away", scopes=["usage:write", "quota:consume"])
+    prefix = keyformat.display_prefix(key)
+    config = yaml.safe_load(world.kube.kubeconfig.read_text())
+    (cluster,) = config["clusters"]
+    relay = Relay(cluster["cluster"]["server"])
+    relay.mend()
+    cluster["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    # Its tenant stays in the catalog while the API server is away: only the patch fails.
+    api = start_api(KUBECONFIG=str(tmp_path / "kubeconfig"), TENANTRY_CATALOG_TTL="300")
+    page = await sign_in(browser, api)
+    await page.goto(f"/dashboard/tenants/{world.control}/{world.tenant}")
+    await expect(page.get_by_role("heading", name="Acme")).to_be_visible()
+
+    relay.cut()
+    async with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        await page.get_by_role("button", name=f"Revoke key {prefix}").click()
+    assert (await answer.value).status == 503
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text(f"Key {prefix}… was NOT revoked")
+    await expect(alert).to_contain_text("The key still works")
+    await expect(page.get_by_text("is revoked")).to_have_count(0)
+    await shot(page, "revoke-kubernetes-away")
+    # Nothing changed: not in the cluster, not in the database, not in the audit trail.
+    apikey = world.kube.get("apikey", "dash-away", world.control)
+    assert apikey is not None
+    assert not apikey["spec"].get("revoked")
+    async with flows_api.client(key) as instance:
+        assert (await instance.get("/v1/quota")).status_code == 200
+    assert await revocations(flows_api, world) == []
+
+    relay.mend()
+    await page.goto(f"/dashboard/tenants/{world.control}/{world.tenant}")
+    await page.get_by_role("button", name=f"Revoke key {prefix}").click()
+    await expect(page.get_by_text(f"Key {prefix}… is revoked")).to_be_visible()
+    await refused(flows_api, key)
+    apikey = world.kube.get("apikey", "dash-away", world.control)
+    assert apikey is not None
+    assert apikey["spec"]["revoked"] is True
+    relay.cut()
