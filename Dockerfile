@@ -20,6 +20,7 @@ COPY db /src/db
 COPY operator /src/operator
 COPY api /src/api
 COPY cli /src/cli
+COPY sdk /src/sdk
 # operator/charts/customer-instance is a link in the checkout: the chart itself.
 COPY charts/customer-instance /src/operator/charts/customer-instance
 RUN python3 -m venv /build && /build/bin/pip wheel --no-deps -w /wheels /src \

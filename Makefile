@@ -12,7 +12,7 @@ KUBECONFIG_PATH := $(STATE)/kubeconfig
 # constrained by it (`make lock` regenerates it).
 CONSTRAINTS := constraints.txt
 # The folders `pip install .` packages (pyproject.toml's [tool.setuptools] package-dir).
-PACKAGE_DIRS := license core db operator api cli
+PACKAGE_DIRS := license core db operator api cli sdk
 # The editable install is a link tree (mypy can read it): refresh it whenever
 # the set of source files, the project metadata or the pinned versions change.
 SOURCES_HASH := $(shell { cat pyproject.toml $(CONSTRAINTS) 2>/dev/null; find -L $(PACKAGE_DIRS) \( -name '*.py' -o -name py.typed -o -name '*.sql' -o -name '*.html' -o -name '*.css' -o -path '*/charts/*' \) 2>/dev/null | sort; } | sha1sum | cut -c1-12)
@@ -77,7 +77,7 @@ lint: venv tools ## ruff, import layers, mypy, CRDs up to date, helm lint of bot
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	cd $(VENV) && bin/lint-imports ../pyproject.toml
-	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p tenantry.license -p tenantry.core -p tenantry.db -p tenantry.operator -p tenantry.api -p tenantry.cli
+	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p tenantry.license -p tenantry.core -p tenantry.db -p tenantry.operator -p tenantry.api -p tenantry.cli -p tenantry.sdk
 	$(VENV)/bin/tenantry crds --check --output crds
 	$$(bash hack/install-tools.sh paths | sed -n 's/^helm=//p') lint --strict charts/customer-instance
 	$$(bash hack/install-tools.sh paths | sed -n 's/^helm=//p') lint --strict charts/tenantry \

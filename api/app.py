@@ -21,6 +21,7 @@ from tenantry.api.auth import SERVICE_TOKEN, SERVICE_TOKEN_SCHEME
 from tenantry.api.billing.endpoints import router as billing_router
 from tenantry.api.dashboard.endpoints import api as dashboard_api_router
 from tenantry.api.dashboard.endpoints import router as dashboard_router
+from tenantry.api.instances.endpoints import router as instances_router
 from tenantry.api.licenses.endpoints import router as licenses_router
 from tenantry.api.limits import BodyLimit
 from tenantry.api.metrics import RequestMetrics
@@ -87,6 +88,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(usage_router)
     app.include_router(quotas_router)
     app.include_router(licenses_router)
+    app.include_router(instances_router)
     app.include_router(billing_router)
     app.include_router(outbound_router)
     app.include_router(audit_router)

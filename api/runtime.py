@@ -23,6 +23,7 @@ from tenantry.api.billing.service import BillingService
 from tenantry.api.billing.settings import BillingSettings
 from tenantry.api.dashboard.service import Dashboard
 from tenantry.api.dashboard.settings import DashboardSettings
+from tenantry.api.instances.service import HeartbeatService
 from tenantry.api.licenses.service import LicenseService
 from tenantry.api.links import Links
 from tenantry.api.outbound.service import Outbound
@@ -72,6 +73,7 @@ class Runtime:
     pdf: PdfRenderer
     outbound: Outbound
     links: Links
+    heartbeats: HeartbeatService
     stripe: StripeWorker | None = None  # when Stripe is configured
     sessions: Sessions | None = None  # Checkout and the portal, when Stripe is configured
     signup: Signup | None = None  # when TENANTRY_SIGNUP_NAMESPACE is set
@@ -150,6 +152,7 @@ class Runtime:
             pdf=PdfRenderer(),
             outbound=outbound,
             links=Links(settings.admin_token.get_secret_value()),
+            heartbeats=HeartbeatService(engine, kube, settings, now),
         )
         runtime.dashboard = Dashboard.start(
             DashboardSettings(), runtime.links, redis, kube, fail_open=fail_open
@@ -164,6 +167,8 @@ class Runtime:
         runtime._tasks.append(asyncio.create_task(runtime._flush_last_used()))
         runtime._tasks.append(asyncio.create_task(runtime._drain_stale_counters()))
         outbound.start()
+        if settings.heartbeat_sweep_interval > 0:
+            runtime._tasks.append(asyncio.create_task(runtime.heartbeats.sweep_forever()))
         if billing_settings.run_interval > 0:
             runtime._tasks.append(asyncio.create_task(runtime._bill()))
         stripe_settings = StripeSettings()
@@ -239,6 +244,7 @@ class Runtime:
                 await task
         await self.last_used.flush()
         await self.status.close()
+        await self.heartbeats.close()
         await self.pdf.close()
         if self.stripe is not None:
             await self.stripe.close()

@@ -103,6 +103,23 @@ class ApiSettings(BaseSettings):
     future_tolerance: float = Field(
         default=300.0, ge=0, description="Seconds an event timestamp may lie in the future."
     )
+    heartbeat_timeout: float = Field(
+        default=180.0,
+        gt=0,
+        description="Seconds without a heartbeat after which a Tenant's InstanceHealthy "
+        "condition turns False (`HeartbeatMissing`).",
+    )
+    heartbeat_status_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Least seconds between two status writes of a Tenant from its heartbeats "
+        "while its instance's version and health stay the same.",
+    )
+    heartbeat_sweep_interval: float = Field(
+        default=15.0,
+        ge=0,
+        description="Seconds between sweeps for instances gone silent; 0 sweeps never.",
+    )
     api_metrics_port: int = Field(
         default=9090,
         ge=0,

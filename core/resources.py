@@ -387,6 +387,31 @@ class UsageSummary(Model):
     updated_at: dt.datetime | None = Field(default=None, description="When this was computed.")
 
 
+INSTANCE_HEALTHY = "InstanceHealthy"
+"""The Tenant condition the API service keeps from the instance's heartbeats."""
+
+
+class InstanceHealth(StrEnum):
+    """What an instance says of itself in a heartbeat."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+class InstanceSummary(Model):
+    """The instance as its heartbeats describe it, written by the API service."""
+
+    version: str = Field(description="The version the instance said it runs.")
+    health: InstanceHealth = Field(description="`healthy`, `degraded` or `unhealthy`.")
+    message: str | None = Field(default=None, description="What the instance said about it.")
+    last_heartbeat: dt.datetime = Field(
+        description="When a heartbeat last arrived, as of this write. Written at once when "
+        "the version or health changes, else at most once per "
+        "TENANTRY_HEARTBEAT_STATUS_INTERVAL: it may lag the newest heartbeat by that much."
+    )
+
+
 class TenantStatus(Model):
     conditions: Conditions
     observed_generation: int | None = Field(
@@ -409,6 +434,10 @@ class TenantStatus(Model):
     usage: UsageSummary | None = Field(
         default=None,
         description="Usage in the current billing period, written by the API service.",
+    )
+    instance: InstanceSummary | None = Field(
+        default=None,
+        description="The instance's last heartbeat (version, health), written by the API service.",
     )
 
 

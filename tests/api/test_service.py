@@ -40,6 +40,7 @@ async def test_openapi_matches_what_is_served(api_server: ApiServer) -> None:
         ("get", "/admin/tenants/{namespace}/{name}/api-keys"),
         ("get", "/admin/tenants/{namespace}/{name}/usage"),
         ("get", "/admin/tenants/{namespace}/{name}/licenses"),
+        ("post", "/v1/instance/heartbeat"), ("get", "/admin/tenants/{namespace}/{name}/instance"),
         ("get", "/healthz"), ("get", "/readyz"),
         ("get", "/v1/admin/tenants/{namespace}/{name}/invoices"),
         ("get", "/v1/admin/tenants/{namespace}/{name}/invoices/preview"),

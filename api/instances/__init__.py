@@ -1,0 +1,1 @@
+"""Instances: the heartbeat each tenant's instance sends, and the status it becomes."""
