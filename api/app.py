@@ -79,10 +79,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     errors.install(app)
-    # Stripe waits for its answers: its route is served ahead of FastAPI's routing (the
-    # body limit, added next, is outermost and still holds for it).
-    app.add_middleware(StripeWebhooks)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(stripe_router)
     app.include_router(apikeys_router)
     app.include_router(usage_router)
@@ -105,8 +101,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )  # fmt: skip
     # Around Starlette's own error handling: a failed request still counts, with its 500,
     # and its 500 carries its request id. (Metrics have a port of their own: api/metrics.py.)
+    # Then the body limit, for every route; then Stripe's route, served ahead of the
+    # application's routing and error layers (it answers its own errors): Stripe waits
+    # for its answers, and those layers would cost as much again as checking the event.
     inner = app.build_middleware_stack
-    app.build_middleware_stack = lambda: RequestId(RequestMetrics(inner()))  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: RequestId(  # type: ignore[method-assign]
+        RequestMetrics(BodyLimit(StripeWebhooks(inner()), limit=settings.max_body_bytes))
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

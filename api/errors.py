@@ -267,7 +267,12 @@ async def _database_failed(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    log.exception("Failed %s %s", request.method, request.url.path, exc_info=error)
+    return unexpected(request.url.path, error, request.method)
+
+
+def unexpected(path: str, error: Exception, method: str = "POST") -> JSONResponse:
+    """The answer to a failure nobody foresaw: logged with its traceback, a 500."""
+    log.exception("Failed %s %s", method, path, exc_info=error)
     return JSONResponse(
         error_body(
             "internal_error", "The server failed to handle the request; retry, or report it."

@@ -32,6 +32,7 @@ from tenantry.api.errors import (
     Unavailable,
     Unprocessable,
     responses,
+    unexpected,
 )
 from tenantry.api.runtime import Runtime
 from tenantry.api.stripe import repository as repo
@@ -210,8 +211,8 @@ async def stripe_webhook(request: Request) -> Response:
 
 class StripeWebhooks:
     """ASGI middleware: `POST /webhooks/stripe` to `stripe_webhook` directly, its
-    refusals (ApiError) answered as the API answers them; anything else goes on to the
-    application, and an unexpected failure to its error handler."""
+    refusals (ApiError) and failures answered as the API answers them; anything else
+    goes on to the application."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -229,6 +230,8 @@ class StripeWebhooks:
             response = JSONResponse(
                 error.body(), status_code=error.status_code, headers=error.headers
             )
+        except Exception as error:  # answered as every route's failures are
+            response = unexpected(WEBHOOK_PATH, error)
         await response(scope, receive, send)
 
 
