@@ -226,6 +226,93 @@ class StripePlanStatus(Model):
     )
 
 
+SEMVER_PATTERN = (
+    r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+)
+"""An exact chart version (SemVer 2, an optional leading `v`); ranges are refused: a
+Tenant runs one known version, and a rollout moves it to another."""
+
+
+def _exact_version(value: str | None, where: str) -> str | None:
+    if value is not None and not re.match(SEMVER_PATTERN, value):
+        raise ValueError(
+            f"{where} {value!r} is not an exact chart version: write MAJOR.MINOR.PATCH, "
+            "e.g. 1.4.2 or 2.0.0-rc.1 (ranges and tags such as `latest` are not accepted)"
+        )
+    return value
+
+
+class ChartSpec(Model):
+    """The chart a Plan's tenants run: from an OCI registry, a chart repository, or a path
+    inside the operator's image. None of the three: the bundled customer-instance chart."""
+
+    oci: str | None = Field(
+        default=None,
+        description="An OCI reference without a tag, e.g. "
+        "`oci://registry.example.com/charts/product`; needs `version`.",
+    )
+    repository: str | None = Field(
+        default=None,
+        description="The URL of a chart repository (one serving `index.yaml`), e.g. "
+        "`https://charts.example.com`; needs `name` and `version`.",
+    )
+    name: str | None = Field(
+        default=None, description="The chart's name in `repository` (only with `repository`)."
+    )
+    path: str | None = Field(
+        default=None,
+        description="An absolute path to a chart directory or packaged chart (.tgz) inside "
+        "the operator's image.",
+    )
+    version: str | None = Field(
+        default=None,
+        description="The exact chart version, e.g. `1.4.2`; required for `oci` and "
+        "`repository`. With `path`, the chart there must have it. A Tenant may pin another "
+        "(`spec.chartVersion`).",
+    )
+    values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default Helm values of the Plan's tenants; each Tenant's `spec.values` "
+        "are merged over them. The key `tenantry` is Tenantry's own (the values contract).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _exact(cls, value: str | None) -> str | None:
+        return _exact_version(value, "version")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChartSpec:
+        sources = [k for k in ("oci", "repository", "path") if getattr(self, k) is not None]
+        if len(sources) > 1:
+            raise ValueError(
+                f"chart has {' and '.join(sources)}: name one source (oci, repository or path)"
+            )
+        if self.oci is not None and not re.match(r"^oci://[^\s:/]+(:[0-9]+)?/\S+$", self.oci):
+            raise ValueError(
+                f"chart.oci {self.oci!r} is no OCI reference: write "
+                "oci://registry.example.com/charts/product (the version goes in chart.version)"
+            )
+        if self.repository is not None and not re.match(r"^https?://\S+$", self.repository):
+            raise ValueError(
+                f"chart.repository {self.repository!r} is no http(s) URL of a chart repository"
+            )
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError(f"chart.path {self.path!r} must be absolute (a path in the image)")
+        if (self.name is not None) != (self.repository is not None):
+            raise ValueError("chart.name goes with chart.repository, and only with it")
+        if (self.oci or self.repository) and self.version is None:
+            raise ValueError(f"chart.{sources[0]} needs chart.version (an exact version)")
+        if not sources and self.version is not None:
+            raise ValueError(
+                "chart.version needs a source (oci, repository or path); the bundled chart "
+                "has one version"
+            )
+        return self
+
+
 class PlanSpec(Model):
     display_name: str = Field(min_length=1, description="Name shown to customers.")
     price: Price = Field(description="Recurring base price.")
@@ -258,6 +345,11 @@ class PlanSpec(Model):
     )
     usage_max_age_days: int = Field(
         default=35, ge=1, le=400, description="Oldest event timestamp accepted, in days."
+    )
+    chart: ChartSpec = Field(
+        default_factory=ChartSpec,
+        description="The chart and version the Plan's tenants run, with default values; "
+        "none given: the bundled customer-instance chart.",
     )
 
     @model_validator(mode="after")
@@ -335,13 +427,25 @@ class TenantSpec(Model):
     )
     values: dict[str, Any] = Field(
         default_factory=dict,
-        description="Helm values for the customer-instance chart (validated by its schema).",
+        description="Helm values of this instance, merged over the Plan's `chart.values` "
+        "(checked against the chart's values.schema.json when it has one). The key "
+        "`tenantry` is Tenantry's own (the values contract).",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    chart_version: str | None = Field(
+        default=None,
+        description="Pin this instance to a version of its Plan's chart (from an OCI registry "
+        "or a chart repository) instead of the Plan's `chart.version`.",
     )
     paused: bool = Field(default=False, description="Stop reconciling; leave everything as is.")
     suspended: bool = Field(
         default=False, description="Scale the instance to zero whatever the billing state."
     )
+
+    @field_validator("chart_version")
+    @classmethod
+    def _exact(cls, value: str | None) -> str | None:
+        return _exact_version(value, "chartVersion")
 
 
 class LicenseSummary(Model):
@@ -361,8 +465,19 @@ class ReleaseSummary(Model):
 
     name: str = Field(description="Release name, in the instance namespace.")
     revision: int = Field(description="Helm revision; a new one only when something changed.")
-    chart_version: str = Field(description="Version of the customer-instance chart deployed.")
+    chart_version: str = Field(description="Version of the chart deployed.")
     status: str = Field(description="Helm's status of the revision, e.g. `deployed`, `failed`.")
+    chart: str | None = Field(default=None, description="Name of the chart deployed.")
+    source: str | None = Field(
+        default=None,
+        description="Where the chart came from: an `oci://` reference, a repository URL and "
+        "chart name, or a path in the operator's image.",
+    )
+    digest: str | None = Field(
+        default=None,
+        description="`sha256:` digest of the packaged chart pulled (none for a chart "
+        "directory in the image).",
+    )
 
 
 class Period(Model):
@@ -698,6 +813,7 @@ class TenantKind(Kind):
         # Not "Namespace": `kubectl get -A` already prints the Tenant's own NAMESPACE.
         {"name": "Instance-Namespace", "type": "string", "jsonPath": ".status.namespace"},
         {"name": "Revision", "type": "integer", "jsonPath": ".status.release.revision"},
+        {"name": "Version", "type": "string", "jsonPath": ".status.release.chartVersion"},
         # A `date` column shows a future time as <invalid>: print the timestamp.
         {"name": "License-Expires", "type": "string", "jsonPath": ".status.license.expiresAt"},
         *_ready_columns(),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
+import http.server
 import json
 import os
 import pwd
@@ -25,6 +27,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -456,6 +459,97 @@ class StripeMock:
             "stripe-mock", timeout, self.service.process, self.service.log,
         )  # fmt: skip
         return self
+
+    def stop(self) -> None:
+        if self.service:
+            self.service.stop()
+
+
+# ------------------------------------------------------------ chart sources
+
+
+@dataclass
+class ChartRepository:
+    """A Helm chart repository on loopback: `add` packages a chart directory into
+    `state` with `helm package`, `helm repo index` writes index.yaml, and a
+    plain HTTP server serves the directory."""
+
+    state: Path
+    helm: Path
+    server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None, "start the repository first"
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> ChartRepository:
+        self.state.mkdir(parents=True, exist_ok=True)
+        handler = functools.partial(_QuietHandler, directory=str(self.state))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def add(self, chart: Path) -> Path:
+        """Package `chart` into the repository and index it; the package."""
+        out = subprocess.run(
+            [str(self.helm), "package", str(chart), "--destination", str(self.state)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        subprocess.run([str(self.helm), "repo", "index", str(self.state), "--url", self.url],
+                       check=True, capture_output=True)  # fmt: skip
+        return Path(out.strip().rsplit(": ", 1)[-1])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@dataclass
+class OciRegistry:
+    """An OCI registry on loopback (`crane registry serve`, in memory); `push` a
+    packaged chart with `helm push --plain-http`."""
+
+    state: Path
+    helm: Path
+    port: int = 0
+    service: Service | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> OciRegistry:
+        crane = tool_paths()["crane"]
+        if not crane.exists():
+            subprocess.run(["bash", str(HERE / "install-tools.sh"), "crane"], check=True)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        argv = [str(crane), "registry", "serve", "--address", self.host]
+        self.service = spawn("oci-registry", argv, self.state)
+        wait_until(
+            lambda: urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).status == 200,
+            "the OCI registry", timeout, self.service.process, self.service.log,
+        )  # fmt: skip
+        return self
+
+    def push(self, package: Path, repository: str = "charts") -> str:
+        """Push a packaged chart; its reference without the version (`oci://HOST/REPO/NAME`)."""
+        out = subprocess.run(
+            [str(self.helm), "push", str(package), f"oci://{self.host}/{repository}",
+             "--plain-http"],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        pushed = next(line for line in (out.stdout + out.stderr).splitlines()
+                      if line.startswith("Pushed: "))  # fmt: skip
+        name = pushed.removeprefix("Pushed: ").rsplit(":", 1)[0]
+        return f"oci://{name}"
 
     def stop(self) -> None:
         if self.service:

@@ -10,12 +10,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantry.core.clock import Clock, system_clock
+from tenantry.operator.charts_source import ChartCache
 from tenantry.operator.helm import Releases
 from tenantry.operator.keys import RevocationList, SigningKeys
 from tenantry.operator.kube import Cluster
 from tenantry.operator.provisioning import Chart
 from tenantry.operator.settings import OperatorSettings
 from tenantry.operator.stripe.client import Stripe
+from tenantry.operator.suspension import Workloads
 
 
 @dataclass
@@ -23,7 +25,9 @@ class Context:
     settings: OperatorSettings
     cluster: Cluster
     releases: Releases
-    chart: Chart
+    chart: Chart  # the bundled one
+    charts: ChartCache
+    workloads: Workloads
     keys: SigningKeys
     revocations: RevocationList
     database: AsyncEngine | None = None

@@ -1,4 +1,4 @@
-"""The adapter over pyhelm3: one release of the customer-instance chart per tenant.
+"""The adapter over pyhelm3: one release per tenant, of its Plan's chart.
 
 helm is the expensive part of a reconcile (a process of about 0.2 CPU-s for
 each `status`, `get values` or `show chart`, more for an install), so it runs
@@ -6,13 +6,12 @@ only when something differs: what is deployed is read from the release's
 own Secret on the API server (`sh.helm.release.v1.NAME.vN`: its status, its
 chart, the values it was given, the objects of its manifest), compared with
 what should be, and helm runs when they differ or an object is missing.
-Every helm process takes a slot of `work.Slots` first.
+Every helm process takes a slot of `work.Slots` first. Charts are directories
+on disk by then (`charts_source.ChartCache`): no `helm show` runs here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import shutil
 from typing import Any
@@ -26,6 +25,8 @@ from tenantry.core.resources import ReleaseSummary
 from tenantry.operator import metrics
 from tenantry.operator.errors import InvalidSpec
 from tenantry.operator.kube import Cluster, ReleaseRecord
+from tenantry.operator.provisioning import INVALID_VALUES
+from tenantry.operator.provisioning import Chart as LocalChart
 from tenantry.operator.work import Slots
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -78,33 +79,31 @@ def client(executable: str, timeout: str, slots: Slots) -> Client:
     return helm
 
 
+def command_of(client: Client) -> Command:
+    """The client's command runner (pyhelm3 keeps it private): for `helm pull` and charts."""
+    command: Command = client._command
+    return command
+
+
 class Releases:
-    def __init__(self, client: Client, chart_path: str, timeout: str, cluster: Cluster) -> None:
+    def __init__(self, client: Client, timeout: str, cluster: Cluster) -> None:
         self.client = client
-        self.chart_path = chart_path
         self.timeout = timeout
         self.cluster = cluster
-        self._chart: asyncio.Task[Chart] | None = None
 
-    async def chart(self) -> Chart:
-        """The chart's metadata (`helm show chart`), asked once however many ask at once."""
-        if self._chart is None:
-            # Shared, so in a context of its own: not the first caller's priority, nor
-            # dropped with it when that caller's Tenant is deleted.
-            self._chart = asyncio.get_running_loop().create_task(
-                self.client.get_chart(self.chart_path), context=contextvars.Context()
-            )
-        task = self._chart
-        try:
-            # Shielded: one caller cancelled does not cancel the others' answer.
-            return await asyncio.shield(task)
-        except helm_errors.Error as error:
-            if self._chart is task:
-                self._chart = None
-            raise kopf.TemporaryError(f"helm show chart: {_stderr(error)}", delay=5) from error
+    def _helm_chart(self, chart: LocalChart) -> Chart:
+        """pyhelm3's chart for a directory on disk: installed from there, with no `helm show`."""
+        metadata = {"apiVersion": "v2", "name": chart.name, "version": chart.version}
+        # pyhelm3 takes its runner positionally; the pydantic plugin sees only fields.
+        return Chart(command_of(self.client), ref=chart.path, metadata=metadata)  # type: ignore[misc]
 
     async def ensure(
-        self, name: str, namespace: str, values: dict[str, Any], logger: Logger
+        self,
+        name: str,
+        namespace: str,
+        local: LocalChart,
+        values: dict[str, Any],
+        logger: Logger,
     ) -> tuple[ReleaseSummary, bool]:
         """Install or upgrade when the chart or the values differ from what is deployed, or
         an object of the release is missing; the release, and whether helm changed it.
@@ -112,14 +111,14 @@ class Releases:
         Never waits for Pods: readiness of the workload is the instance's own
         business, and a test bed without kubelets has none.
         """
-        chart = await self.chart()
+        chart = self._helm_chart(local)
         record = await self.cluster.release_record(namespace, name)
         if record is not None:
             differs = _differences(record, chart, values)
             if not differs:
                 missing = await self.cluster.missing(record.objects)
                 if not missing:
-                    return _summary(record), False
+                    return _summary(record, local), False
                 differs = "lacks " + ", ".join(
                     f"{ref.kind} {ref.namespace}/{ref.name}" for ref in missing
                 )
@@ -153,12 +152,17 @@ class Releases:
                 f"spec.values: the chart cannot render them: {_stderr(error)}"
             ) from error
         except helm_errors.Error as error:
+            if refused := schema_refusal(error):
+                raise InvalidSpec(refused, reason=INVALID_VALUES) from error
             raise kopf.TemporaryError(f"helm failed: {_stderr(error)}", delay=5) from error
         summary = ReleaseSummary(
             name=name,
             revision=revision.revision,
-            chart_version=chart.metadata.version,
+            chart_version=local.version,
             status=revision.status.value,
+            chart=local.name,
+            source=local.source,
+            digest=local.digest,
         )
         return summary, True
 
@@ -203,13 +207,26 @@ def _differences(record: ReleaseRecord, chart: Chart, values: dict[str, Any]) ->
     return ""
 
 
-def _summary(record: ReleaseRecord) -> ReleaseSummary:
+def _summary(record: ReleaseRecord, local: LocalChart) -> ReleaseSummary:
     return ReleaseSummary(
         name=record.name,
         revision=record.revision,
         chart_version=record.chart_version,
         status=record.status,
+        chart=record.chart_name,
+        source=local.source,
+        digest=local.digest,
     )
+
+
+def schema_refusal(error: helm_errors.Error) -> str | None:
+    """helm's whole message when the chart's values.schema.json refused the values (it
+    names every offending value, one a line), else None."""
+    text = error.stderr.decode(errors="replace") if error.stderr else str(error)
+    if "don't meet the specifications of the schema" not in text:
+        return None
+    lines = [line.strip().removeprefix("Error: ") for line in text.strip().splitlines()]
+    return " ".join(line for line in lines if line)
 
 
 def _stderr(error: helm_errors.Error) -> str:

@@ -23,6 +23,7 @@ from tenantry.operator import (
     subscription,
     tenant,
 )
+from tenantry.operator.charts_source import ChartCache
 from tenantry.operator.context import Context
 from tenantry.operator.helm import Releases
 from tenantry.operator.keys import RevocationList, SigningKeys
@@ -32,6 +33,7 @@ from tenantry.operator.settings import OperatorSettings
 from tenantry.operator.stripe import client as stripe_client
 from tenantry.operator.stripe import customers as stripe_customers
 from tenantry.operator.stripe import plans as stripe_plans
+from tenantry.operator.suspension import Workloads
 from tenantry.operator.work import Slots
 
 log = logging.getLogger("tenantry.operator")
@@ -109,16 +111,20 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             retention=config.license_ttl,
         )
         await revocations.ensure_published(keys, dt.datetime.now(dt.UTC))
+        helm_client = helm.client(config.helm, config.helm_timeout, slots)
+        bundled = Chart.load(config.chart_path)
         memo["context"] = Context(
             settings=config,
             cluster=cluster,
-            releases=Releases(
-                helm.client(config.helm, config.helm_timeout, slots),
-                str(config.chart_path),
-                config.helm_timeout,
-                cluster,
+            releases=Releases(helm_client, config.helm_timeout, cluster),
+            chart=bundled,
+            charts=ChartCache(
+                helm.command_of(helm_client),
+                config.chart_cache,
+                bundled,
+                plain_http=config.chart_plain_http,
             ),
-            chart=Chart.load(config.chart_path),
+            workloads=Workloads(client),
             keys=keys,
             revocations=revocations,
             database=create_engine(config.database_url, pool_size=5, pre_ping=True)

@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from tenantry.core import lifecycle
+from tenantry.core.names import APIKEY_ENTRY, JWKS_ENTRY, LICENSE_ENTRY
 from tenantry.core.periods import CALENDAR_MONTHS, BillingCycle
 from tenantry.core.resources import PlanSpec, SubscriptionSpec, SubscriptionState, TenantSpec
 from tenantry.operator.errors import InvalidSpec, NotReady
@@ -28,8 +29,15 @@ from tenantry.operator.errors import InvalidSpec, NotReady
 # keeps running while Stripe retries the payment; it ends in `unpaid`.
 SUSPENDING_STATES = frozenset({SubscriptionState.UNPAID, SubscriptionState.CANCELED})
 
-# Chart values Tenantry sets itself; a Tenant setting them is a spec error.
-RESERVED_VALUES = ("tenant", "license", "suspended")
+CONTRACT_KEY = "tenantry"
+"""The one top-level chart value Tenantry sets (the values contract); a Plan or a Tenant
+setting it is a spec error, and a chart's own values never collide with it."""
+
+INSTANCE_KEY_SECRET = "tenantry-api-key"  # noqa: S105 - a Secret's name, not a secret
+"""Default name of the Secret an instance reads its API key from."""
+
+INVALID_VALUES = "InvalidValues"
+"""The Ready reason of values the chart's values.schema.json refuses."""
 
 
 @dataclass(frozen=True)
@@ -222,25 +230,44 @@ def license_due(
 
 @dataclass(frozen=True)
 class Chart:
-    """The customer-instance chart's defaults and schema, read once."""
+    """A chart on disk (the bundled one, or one pulled into the cache): its metadata,
+    defaults and schema, read once."""
 
     path: Path
+    name: str = ""
+    version: str = ""
+    source: str = ""
+    digest: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    schema: Mapping[str, Any] = field(default_factory=dict)
+    schema: Mapping[str, Any] | None = None
 
     @classmethod
-    def load(cls, path: Path) -> Chart:
-        defaults = yaml.safe_load((path / "values.yaml").read_text()) or {}
-        schema = json.loads((path / "values.schema.json").read_text())
-        return cls(path=path, defaults=defaults, schema=schema)
+    def load(cls, path: Path, source: str | None = None, digest: str | None = None) -> Chart:
+        metadata = yaml.safe_load((path / "Chart.yaml").read_text()) or {}
+        values_file, schema_file = path / "values.yaml", path / "values.schema.json"
+        defaults = yaml.safe_load(values_file.read_text()) if values_file.is_file() else None
+        return cls(
+            path=path,
+            name=str(metadata.get("name", "")),
+            version=str(metadata.get("version", "")),
+            source=source or str(path),
+            digest=digest,
+            defaults=defaults or {},
+            schema=json.loads(schema_file.read_text()) if schema_file.is_file() else None,
+        )
 
     @cached_property
-    def _validator(self) -> jsonschema.protocols.Validator:
+    def _validator(self) -> jsonschema.protocols.Validator | None:
+        if self.schema is None:
+            return None
         validator_class = jsonschema.validators.validator_for(self.schema)
         return validator_class(self.schema)
 
     def validate(self, values: Mapping[str, Any]) -> None:
-        """Raise InvalidSpec naming the first offending field of `spec.values`."""
+        """Raise InvalidSpec (`InvalidValues`) naming the first offending value, as the
+        chart's own values.schema.json sees the values merged over its defaults."""
+        if self._validator is None:
+            return
         errors = sorted(
             self._validator.iter_errors(deep_merge(self.defaults, values)),
             key=lambda e: list(e.absolute_path),
@@ -248,7 +275,11 @@ class Chart:
         if errors:
             error = errors[0]
             where = ".".join(str(p) for p in ("spec", "values", *error.absolute_path))
-            raise InvalidSpec(f"{where}: {error.message}")
+            raise InvalidSpec(
+                f"{where}: {error.message} (values.schema.json of chart {self.name} "
+                f"{self.version})",
+                reason=INVALID_VALUES,
+            )
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,30 +292,75 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def helm_values(
-    chart: Chart,
+def contract_values(
+    *,
+    tenant_id: str,
     tenant_name: str,
     spec: TenantSpec,
+    namespace: str,
+    plan_name: str,
+    plan: PlanSpec,
     license_secret: str,
+    api_url: str,
+    key_secret: str,
     suspended: bool,
 ) -> dict[str, Any]:
-    """The release's values: the Tenant's own, plus what Tenantry sets."""
-    for key in RESERVED_VALUES:
-        if key in spec.values:
-            raise InvalidSpec(f"spec.values.{key} is set by Tenantry; remove it from the Tenant.")
-    values = {
-        **spec.values,
-        "tenant": {"name": tenant_name, "displayName": spec.display_name},
-        "license": {
-            "secretName": license_secret,
-            "mountPath": chart.defaults.get("license", {}).get(
-                "mountPath", "/etc/tenantry/license"
-            ),
+    """The values contract: what every instance is told, under the one key `tenantry`
+    (README, "The values contract")."""
+    return {
+        "tenant": {
+            "id": tenant_id,
+            "name": tenant_name,
+            "displayName": spec.display_name,
+            "namespace": namespace,
         },
+        "plan": {
+            "name": plan_name,
+            "displayName": plan.display_name,
+            "features": dict(sorted(plan.features.items())),
+            "limits": dict(sorted(plan.limits.items())),
+        },
+        "license": {"secretName": license_secret, "key": LICENSE_ENTRY, "jwksKey": JWKS_ENTRY},
+        "api": {"url": api_url, "keySecretName": key_secret, "keySecretKey": APIKEY_ENTRY},
         "suspended": suspended,
     }
+
+
+def helm_values(
+    chart: Chart,
+    plan_name: str,
+    plan: PlanSpec,
+    spec: TenantSpec,
+    contract: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The release's values: the Plan's defaults, the Tenant's over them, and the contract;
+    checked against the chart's schema."""
+    if CONTRACT_KEY in plan.chart.values:
+        raise InvalidSpec(
+            f"Plan {plan_name} sets spec.chart.values.{CONTRACT_KEY}, which Tenantry sets: "
+            "remove it from the Plan.",
+            reason="InvalidPlan",
+        )
+    if CONTRACT_KEY in spec.values:
+        raise InvalidSpec(
+            f"spec.values.{CONTRACT_KEY} is set by Tenantry; remove it from the Tenant."
+        )
+    values = {**deep_merge(plan.chart.values, spec.values), CONTRACT_KEY: dict(contract)}
     chart.validate(values)
     return values
+
+
+def plan_of(subscription: SubscriptionView, plans: Mapping[str, PlanSpec]) -> tuple[str, PlanSpec]:
+    """The Plan the Subscription names, by name."""
+    plan_name = subscription.spec.plan_ref.name
+    plan = plans.get(plan_name)
+    if plan is None:
+        raise NotReady(
+            "PlanNotFound",
+            f"Subscription {subscription.name} names Plan {plan_name}, which does not exist: "
+            f"apply it, or point spec.planRef.name at an existing Plan.",
+        )
+    return plan_name, plan
 
 
 def desired_state(
@@ -297,24 +373,32 @@ def desired_state(
     plans: Mapping[str, PlanSpec],
     chart: Chart,
     license_secret: str,
+    api_url: str = "",
+    key_secret: str = INSTANCE_KEY_SECRET,
     now: dt.datetime | None = None,
 ) -> Desired:
-    plan_name = subscription.spec.plan_ref.name
-    plan = plans.get(plan_name)
-    if plan is None:
-        raise NotReady(
-            "PlanNotFound",
-            f"Subscription {subscription.name} names Plan {plan_name}, which does not exist: "
-            f"apply it, or point spec.planRef.name at an existing Plan.",
-        )
+    plan_name, plan = plan_of(subscription, plans)
     state = effective_state(subscription, plan)
     suspended = should_suspend(spec, state)
+    namespace = tenant_namespace(tenant_name, spec, tenant_namespace_prefix)
+    contract = contract_values(
+        tenant_id=tenant_id,
+        tenant_name=tenant_name,
+        spec=spec,
+        namespace=namespace,
+        plan_name=plan_name,
+        plan=plan,
+        license_secret=license_secret,
+        api_url=api_url,
+        key_secret=key_secret,
+        suspended=suspended,
+    )
     return Desired(
-        namespace=tenant_namespace(tenant_name, spec, tenant_namespace_prefix),
+        namespace=namespace,
         plan_name=plan_name,
         state=state,
         terms=license_terms(tenant_id, tenant_name, plan_name, plan, subscription, now),
-        values=helm_values(chart, tenant_name, spec, license_secret, suspended),
+        values=helm_values(chart, plan_name, plan, spec, contract),
         suspended=suspended,
         cycle=billing_cycle(subscription, plan),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -46,7 +47,31 @@ class OperatorSettings(BaseSettings):
         description="Secret holding the signed list of revoked license ids.",
     )
     chart_path: Path = Field(
-        default=_PACKAGED_CHART, description="The customer-instance chart (a directory)."
+        default=_PACKAGED_CHART,
+        description="The bundled customer-instance chart (a directory): what a Plan without "
+        "a `chart` source runs.",
+    )
+    chart_cache: Path = Field(
+        default=Path(tempfile.gettempdir()) / "tenantry" / "charts",
+        description="Directory of the charts pulled from OCI registries and chart "
+        "repositories, one per content digest (see operator/charts_source.py).",
+    )
+    chart_plain_http: tuple[str, ...] = Field(
+        default=("localhost", "127.0.0.1", "[::1]"),
+        description="OCI registries charts are pulled from over plain HTTP (a JSON list of "
+        "hosts, or `host:port`s); every other one is reached over TLS. By default those on "
+        "loopback.",
+    )
+    api_url: str = Field(
+        default="",
+        description="The API service's URL as instances reach it (e.g. "
+        "`http://tenantry-api.tenantry-system.svc:8000`): `tenantry.api.url` in every "
+        "instance's values.",
+    )
+    instance_key_secret: str = Field(
+        default="tenantry-api-key",
+        description="Secret in each tenant namespace the instance reads its API key from "
+        "(`tenantry.api.keySecretName`): an ApiKey with this `spec.secretName` fills it.",
     )
     peering_lifetime: int = Field(
         default=15,

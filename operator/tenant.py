@@ -48,6 +48,7 @@ from tenantry.db import audit
 from tenantry.db import subscriptions as subscriptions_repository
 from tenantry.db.licenses import LicenseAction
 from tenantry.operator import errors, history, licensing, metrics, outbound, sharding, work
+from tenantry.operator.charts_source import ChartUnavailable, chart_ref
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, NotReady, spec_error
 from tenantry.operator.keys import Revocation
@@ -57,6 +58,7 @@ from tenantry.operator.provisioning import (
     SubscriptionView,
     desired_state,
     license_due,
+    plan_of,
     select_subscription,
     tenant_namespace,
 )
@@ -185,6 +187,10 @@ async def provision(
     known = plan_specs({plan_name: plans.get(plan_name, ())})
     if ended and plan_name not in known:
         known[plan_name] = ended[1]
+    plan_name, plan = plan_of(subscription, known)
+    chart = await ctx.charts.resolve(
+        chart_ref(plan_name, plan.chart, spec.chart_version, settings.chart_path)
+    )
     desired = desired_state(
         tenant_id=body.metadata.uid or name,
         tenant_name=name,
@@ -192,8 +198,10 @@ async def provision(
         spec=spec,
         subscription=subscription,
         plans=known,
-        chart=ctx.chart,
+        chart=chart,
         license_secret=settings.license_secret,
+        api_url=settings.api_url,
+        key_secret=settings.instance_key_secret,
         now=r.now,
     )
     r.set(
@@ -223,10 +231,18 @@ async def provision(
     if (body.metadata.uid or "") in ctx.deleting:
         raise Deleting()
     release, deployed_now = await ctx.releases.ensure(
-        settings.release_name, desired.namespace, desired.values, logger
+        settings.release_name, desired.namespace, chart, desired.values, logger
     )
     if deployed_now:
         r.changed.append("release")
+    prior_release = find(prior.conditions, RELEASE_DEPLOYED)
+    if desired.suspended or (prior_release is not None and prior_release.reason == "Suspended"):
+        # For charts that ignore `tenantry.suspended` (operator/suspension.py).
+        for scaled in await ctx.workloads.scale(desired.namespace, desired.suspended):
+            r.changed.append(f"{scaled.kind} {scaled.name}")
+            message = f"Scaled {scaled.kind} {desired.namespace}/{scaled.name} to {scaled.replicas}"
+            logger.info(message)
+            kopf.info(body, reason="Suspended" if desired.suspended else "Resumed", message=message)
     r.set(release=release.to_wire())
     if deployed_now and (prior.release is None or prior.release.revision != release.revision):
         message = (
@@ -489,6 +505,9 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
             # An unchanged Tenant costs the API server no write at all.
             if any(body.status.get(field) != value for field, value in status.items()):
                 patch.status.update(status)
+        if isinstance(r.problem, ChartUnavailable):
+            # Shown in Ready, and tried again when the chart cache's backoff ends.
+            raise kopf.TemporaryError(r.problem.message, delay=r.problem.delay)
 
     @kopf.on.resume(*tenants, id="reconcile", when=sharding.tenants, registry=registry)
     @kopf.on.create(*tenants, id="reconcile", when=sharding.tenants, registry=registry)

@@ -208,14 +208,14 @@ def test_invalid_spec_is_reported_without_a_crash_loop(
         lambda: (c := condition(get_tenant(kube, names), "Ready")) and c, "a Ready condition"
     )
     assert invalid["status"] == "False"
-    assert invalid["reason"] == "InvalidSpec"
+    assert invalid["reason"] == "InvalidValues"
     assert "spec.values.replicaCount" in invalid["message"]
 
-    kube.apply(tenant(names["tenant"], names["control"], values={"license": {"secretName": "x"}}))
+    kube.apply(tenant(names["tenant"], names["control"], values={"tenantry": {"suspended": 0}}))
     reserved = wait_for(
         lambda: (
             (c := condition(get_tenant(kube, names), "Ready"))
-            and "spec.values.license" in c["message"]
+            and "spec.values.tenantry" in c["message"]
             and c
         ),
         "the reserved-value error",

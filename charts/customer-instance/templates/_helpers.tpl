@@ -20,7 +20,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "customer-instance.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-{{- with .Values.tenant.name }}
+{{- with .Values.tenantry.tenant.name }}
 tenantry.io/tenant: {{ . | quote }}
 {{- end }}
 {{- end }}
