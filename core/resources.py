@@ -313,6 +313,41 @@ class ChartSpec(Model):
         return self
 
 
+class PlanRollout(Model):
+    """How a new `chart.version` reaches the Plan's tenants: in waves, each gated on health
+    (see core/rollout.py)."""
+
+    canary: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="Tenants in the first (canary) wave when none is labelled "
+        '`tenantry.io/canary: "true"` (labelled ones are the canary wave, however many); '
+        "taken in order of namespace and name. 0: no canary wave unless some are labelled.",
+    )
+    batch_size: int = Field(
+        default=10,
+        ge=1,
+        le=500,
+        description="Tenants moved to the new version in each wave after the canary wave.",
+    )
+    pause_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=604_800,
+        description="Seconds to wait after a wave passed its gate before the next one starts.",
+    )
+    gate_timeout_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=86_400,
+        description="Seconds a moved tenant has to pass its gate: its release deployed at the "
+        "new version and a healthy heartbeat from its instance sent after the move. Longer "
+        "than the instance's start plus its heartbeat interval and "
+        "TENANTRY_HEARTBEAT_STATUS_INTERVAL.",
+    )
+
+
 class PlanSpec(Model):
     display_name: str = Field(min_length=1, description="Name shown to customers.")
     price: Price = Field(description="Recurring base price.")
@@ -351,6 +386,11 @@ class PlanSpec(Model):
         description="The chart and version the Plan's tenants run, with default values; "
         "none given: the bundled customer-instance chart.",
     )
+    rollout: PlanRollout = Field(
+        default_factory=PlanRollout,
+        description="How a change of `chart.version` is rolled out to the Plan's tenants: a "
+        "canary wave, then batches with a pause between them, each gated on health.",
+    )
 
     @model_validator(mode="after")
     def _one_price_per_known_metric(self) -> PlanSpec:
@@ -379,6 +419,61 @@ class PlanSpec(Model):
         return entries
 
 
+class RolloutPhase(StrEnum):
+    PROGRESSING = "Progressing"
+    WAITING = "Waiting"
+    PAUSED = "Paused"
+    FAILED = "Failed"
+    COMPLETE = "Complete"
+
+
+class RolloutStatus(Model):
+    """Where the rollout of the Plan's chart version stands (computed by core/rollout.py)."""
+
+    target_version: str = Field(description="The version being rolled out: `chart.version`.")
+    previous_version: str | None = Field(
+        default=None,
+        description="The last good version: tenants failing their gate are rolled back to it.",
+    )
+    phase: RolloutPhase = Field(
+        description="`Progressing` (a wave is gated), `Waiting` (between waves), `Paused` "
+        "(annotation `tenantry.io/rollout-paused`), `Failed` (a tenant failed its gate: "
+        "nobody else is moved until `chart.version` changes) or `Complete`."
+    )
+    started_at: dt.datetime = Field(description="When this rollout began.")
+    current_wave: int | None = Field(
+        default=None,
+        ge=0,
+        description="The wave now gated or last passed: 0 is the canary wave, 1 and on the "
+        "batches; none before the first wave.",
+    )
+    wave: list[str] = Field(
+        default_factory=list,
+        description="The current wave's tenants, as `namespace/name`.",
+    )
+    wave_started_at: dt.datetime | None = Field(
+        default=None, description="When the current wave's tenants were moved."
+    )
+    wave_passed_at: dt.datetime | None = Field(
+        default=None,
+        description="When every tenant of the current wave had passed its gate; the next wave "
+        "starts `rollout.pauseSeconds` later.",
+    )
+    updated: int = Field(
+        default=0, description="Unpinned tenants whose release is deployed at the target."
+    )
+    failed: int = Field(default=0, description="Tenants that failed their gate.")
+    pending: int = Field(
+        default=0, description="Unpinned tenants not yet moved to the target (nor failed)."
+    )
+    failed_tenants: list[str] = Field(
+        default_factory=list,
+        description="The tenants that failed their gate (`namespace/name`), rolled back to "
+        "`previousVersion`.",
+    )
+    message: str = Field(default="", description="Where the rollout stands, for people.")
+
+
 class PlanStatus(Model):
     conditions: Conditions
     observed_generation: int | None = Field(
@@ -387,6 +482,9 @@ class PlanStatus(Model):
         "status is not yet about the current spec.",
     )
     stripe: StripePlanStatus | None = Field(default=None, description="When Stripe is on.")
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The rollout of `chart.version` to the Plan's tenants."
+    )
 
 
 # -------------------------------------------------------------------- Tenant
