@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from tenantry.api.auth import Caller, RuntimeDep, admin_token, scoped
 from tenantry.api.errors import (
@@ -14,11 +14,13 @@ from tenantry.api.errors import (
     Unauthorized,
     Unavailable,
     Unprocessable,
+    parse_body,
     responses,
 )
 from tenantry.api.instances.schemas import Heartbeat, HeartbeatAccepted, InstanceReport
 from tenantry.api.paths import Name, Namespace
 from tenantry.api.tenants.catalog import existing_tenant
+from tenantry.api.usage.endpoints import json_body, read_body
 
 router = APIRouter(tags=["instances"])
 
@@ -32,9 +34,10 @@ report usage may report health (every instance key has it by default)."""
     status_code=202,
     summary="Report the instance's version and health (and a few figures)",
     responses=responses(Unauthorized, Forbidden, PayloadTooLarge, Unprocessable, Unavailable),
+    openapi_extra=json_body(Heartbeat),
 )
 async def heartbeat(
-    beat: Heartbeat,
+    request: Request,
     rt: RuntimeDep,
     caller: Annotated[Caller, Depends(scoped(HEARTBEAT_SCOPE))],
 ) -> HeartbeatAccepted:
@@ -43,6 +46,8 @@ async def heartbeat(
     condition follow when the version or health changed, else at most once per
     TENANTRY_HEARTBEAT_STATUS_INTERVAL. Silent for TENANTRY_HEARTBEAT_TIMEOUT,
     the condition turns False (`HeartbeatMissing`)."""
+    # Read by hand, after the key: whatever the body is (not JSON, not UTF-8), a 422.
+    beat = parse_body(Heartbeat, await read_body(request, rt.settings.max_body_bytes))
     return await rt.heartbeats.receive(caller.tenant, beat)
 
 

@@ -129,10 +129,16 @@ async def test_bad_heartbeats_are_refused_readably(make_world: Any, api_server: 
         assert error["code"] == "invalid_request"
         assert says in error["message"], (body, error["message"])
     async with api_server.client(key) as client:
-        not_json = await client.post(
-            "/v1/instance/heartbeat", content=b"{", headers={"content-type": "application/json"}
-        )
-    assert not_json.status_code == 422
+        for content in (b"{", b'"\x08i\xff\xfe'):  # not JSON; not even UTF-8
+            not_json = await client.post(
+                "/v1/instance/heartbeat", content=content,
+                headers={"content-type": "application/json"},
+            )  # fmt: skip
+            assert not_json.status_code == 422, (content, not_json.text)
+            assert not_json.json()["error"]["code"] == "invalid_request"
+    async with api_server.client() as client:  # no key: refused before the body is read
+        anonymous = await client.post("/v1/instance/heartbeat", content=b"\xff")
+    assert anonymous.status_code == 401
     async with api_server.admin() as admin:
         nothing = await admin.get(f"/admin/tenants/{world.control}/{world.tenant}/instance")
     assert nothing.status_code == 404

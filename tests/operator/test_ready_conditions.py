@@ -180,8 +180,8 @@ def test_a_plan_and_a_subscription_become_ready(
     # times still to come.
     header = kube.kubectl("get", "tenants", "-A").splitlines()[0].split()
     assert header == [
-        "NAMESPACE", "NAME", "PLAN", "INSTANCE-NAMESPACE", "REVISION", "LICENSE-EXPIRES",
-        "READY", "REASON", "AGE",
+        "NAMESPACE", "NAME", "PLAN", "INSTANCE-NAMESPACE", "REVISION", "VERSION",
+        "LICENSE-EXPIRES", "READY", "REASON", "AGE",
     ]  # fmt: skip
 
 
