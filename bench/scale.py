@@ -61,7 +61,8 @@ kubectl create namespace "$NS" >/dev/null
 kubectl -n "$NS" create secret generic tenantry-license \
   --from-literal=license.jwt="$TOKEN" >/dev/null
 helm upgrade --install instance "$CHART" -n "$NS" \
-  --set tenant.name="$NAME" --set license.secretName=tenantry-license >/dev/null
+  --set tenantry.tenant.name="$NAME" --set tenantry.license.secretName=tenantry-license \
+  >/dev/null
 """
 
 

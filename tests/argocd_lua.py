@@ -1,5 +1,6 @@
-"""Runs the Argo CD health checks that ship in manifests/argocd/argocd-cm.yaml with a real
-Lua interpreter, the way Argo CD runs them: `obj` is the object as a Lua table, the
+"""Runs the Argo CD health check manifests/argocd/health.lua (the one script that
+manifests/argocd/argocd-cm.yaml ships under every kind's key) with a real Lua interpreter,
+the way Argo CD runs it: `obj` is the whole object, `kind` included, as a Lua table, the
 script returns `{status = ..., message = ...}`, and only the base, string, table and
 math libraries are there (Argo CD opens no io or os)."""
 
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "manifests/argocd/health.lua"
 SNIPPET = REPO / "manifests/argocd/argocd-cm.yaml"
 KEY_PREFIX = "resource.customizations.health.tenantry.io_"
 STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
@@ -37,7 +39,7 @@ def interpreter() -> str:
 
 
 def scripts() -> dict[str, str]:
-    """The health check of each kind, as the shipped argocd-cm snippet holds it."""
+    """The health check under each kind's key, as the shipped argocd-cm snippet holds it."""
     data = yaml.safe_load(SNIPPET.read_text())["data"]
     return {key.removeprefix(KEY_PREFIX): text for key, text in data.items()}
 
@@ -77,10 +79,16 @@ def lua_value(value: Any) -> str:
     raise TypeError(f"no Lua literal for {value!r} (a float has no place in a resource)")
 
 
-def health(kind: str, obj: dict[str, Any], script: str | None = None) -> tuple[str, str]:
-    """(status, message) as Argo CD would show them for `obj`."""
-    source = script if script is not None else scripts()[kind]
-    driver = _DRIVER % {"obj": lua_value(obj), "script": lua_string(source), "name": kind}
+def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) as Argo CD would show them for `obj`, a `kind`."""
+    # The script branches on obj.kind, which Argo CD always passes: an object without it
+    # would silently skip the kind's own rules.
+    assert obj.get("kind") == kind, f"the object is a {obj.get('kind')!r}, not a {kind}"
+    driver = _DRIVER % {
+        "obj": lua_value(obj),
+        "script": lua_string(SCRIPT.read_text()),
+        "name": SCRIPT.name,
+    }
     done = subprocess.run(
         [interpreter(), "-"], input=driver, capture_output=True, text=True, timeout=10, check=False
     )

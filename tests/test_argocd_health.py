@@ -1,5 +1,6 @@
-"""The Argo CD health checks in manifests/argocd/: run with a real Lua interpreter against
-sample objects, asserting the status and message Argo CD would show."""
+"""The Argo CD health check in manifests/argocd/: health.lua, run with a real Lua
+interpreter against sample objects of every kind, asserting the status and message Argo CD
+would show; and argocd-cm.yaml, which must carry exactly that script under each kind's key."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from argocd_lua import REPO, SNIPPET, health, scripts
+from argocd_lua import REPO, SCRIPT, SNIPPET, health, scripts
 from support import Kube
 
 from tenantry.core.resources import KINDS
-
-HEALTH = REPO / "manifests/argocd/health"
 
 
 def sample(kind: str) -> dict[str, Any]:
@@ -51,14 +50,14 @@ def with_status(kind: str, status: dict[str, Any] | None, **spec: Any) -> dict[s
     return obj
 
 
-def test_the_snippet_ships_one_check_per_kind_and_each_is_its_lua_file() -> None:
+def test_the_snippet_ships_health_lua_under_every_kind() -> None:
     shipped = scripts()
     assert sorted(shipped) == sorted(k.kind for k in KINDS)
+    source = SCRIPT.read_text()
     for kind, text in shipped.items():
-        source = (HEALTH / f"{kind.lower()}.lua").read_text()
         assert text == source, (
-            f"{SNIPPET.name} and health/{kind.lower()}.lua differ: copy the file into the "
-            "snippet (indented by four spaces)"
+            f"{SNIPPET.name} under {kind} is not {SCRIPT.name}: copy the file under every "
+            "key (indented by four spaces)"
         )
 
 
@@ -118,6 +117,33 @@ def test_a_suspended_tenant_is_suspended() -> None:
     )
     failed = ready("False", "ReleaseFailed", "helm: timed out", namespace="tenant-acme")
     assert health("Tenant", with_status("Tenant", failed, suspended=True))[0] == "Degraded"
+
+
+# A case only one kind's own rules suspend: that kind, the status, the spec fields set,
+# and the health every other kind shows for it (what its Ready condition says).
+OWN_RULES = [
+    ("Tenant", ready("True", "Valid", "Fine."), {"paused": True}, "Healthy"),
+    ("Tenant", ready("True", "Suspended", "Resting."), {}, "Healthy"),
+    ("Subscription", ready("True", "Unpaid", "Not paid.", state="unpaid"), {}, "Healthy"),
+    ("ApiKey", ready("False", "Revoked", "Gone."), {"revoked": True}, "Degraded"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "owner", "status", "spec", "expected"),
+    [
+        (k.kind, owner, status, spec, expected)
+        for owner, status, spec, expected in OWN_RULES
+        for k in KINDS
+        if k.kind != owner
+    ],
+)
+def test_one_kinds_rules_leave_the_other_kinds_alone(
+    kind: str, owner: str, status: dict[str, Any], spec: dict[str, Any], expected: str
+) -> None:
+    """The one script serves every kind: what suspends a Tenant, a Subscription or an
+    ApiKey does not suspend the others."""
+    assert health(kind, with_status(kind, copy.deepcopy(status), **spec))[0] == expected
 
 
 def test_a_paused_tenant_is_suspended_whatever_its_status() -> None:
