@@ -203,6 +203,18 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
             "method_not_allowed",
             f"{request.method} is not allowed on {request.url.path}; see /docs.",
         )
+    elif error.status_code == 400 and error.__cause__ is not None:
+        # FastAPI's answer to a body it could not even decode (not UTF-8): a bad body,
+        # answered as every other bad body is.
+        return JSONResponse(
+            error_body(
+                "invalid_request",
+                "The request is not valid (body: it is not JSON text in UTF-8). Send a JSON "
+                "object encoded in UTF-8.",
+                {"errors": [{"field": "body", "message": "not JSON text in UTF-8"}]},
+            ),
+            status_code=422,
+        )
     else:
         body = error_body(f"http_{error.status_code}", str(error.detail))
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
