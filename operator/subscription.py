@@ -21,7 +21,7 @@ import datetime as dt
 import random
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -345,8 +345,20 @@ async def finalize(ctx: Context, body: kopf.Body, logger: Logger) -> None:
     kopf.info(body, reason="SubscriptionCanceled", message=message)
 
 
+def with_status(body: kopf.Body, written: Mapping[str, Any] | None) -> kopf.Body:
+    """`body` as it stands after the status this process last wrote on it. A timer's body
+    is taken before it waits for the object's lock, so a pass that held the lock may have
+    written since: its conditions (their transition times) and state are the prior ones
+    (this operator is the one writer of a Subscription's status)."""
+    if written is None:
+        return body
+    raw = {**dict(body), "status": {**dict(body.status), **written}}
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
 def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> None:
     subscriptions = (GROUP, VERSION, SubscriptionKind.plural)
+    written: dict[str | None, dict[str, Any]] = {}  # by uid: the status last computed
 
     @kopf.index(GROUP, VERSION, TenantKind.plural, id="tenants_by_name", when=sharding.tenants,
                 registry=registry)  # fmt: skip
@@ -378,9 +390,10 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
         trigger = "timer" if "stopped" in kwargs else "change"
         with metrics.reconcile_pass("Subscription", trigger) as outcome:
             async with ctx.lock(("Subscription", body.metadata.namespace, body.metadata.name)):
+                seen = with_status(body, written.get(body.metadata.uid))
                 status = await reconcile(
                     ctx,
-                    body,
+                    seen,
                     _one(kwargs["tenants_by_name"].get((body.metadata.namespace, tenant_name))),
                     _one(kwargs["plans_by_name"].get(plan_name)),
                     _one(kwargs["coupons_by_name"].get(coupon_name)) if coupon_name else None,
@@ -393,6 +406,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
                     if ctx.stripe is not None
                     else None,
                 )
+                written[body.metadata.uid] = {**dict(seen.status), **status}
             outcome.result = "ok"
         # A Subscription that time did not move costs the API server no write.
         if any(body.status.get(field) != value for field, value in status.items()):
@@ -423,6 +437,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
     async def cancel(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         ctx = ctx_of(memo)
         async with ctx.lock(("Subscription", body.metadata.namespace, body.metadata.name)):
+            written.pop(body.metadata.uid, None)
             await finalize(ctx, body, logger)
             if ctx.stripe is not None:
                 await stripe_subscriptions.cancel_now(ctx.stripe, body, logger)

@@ -280,7 +280,14 @@ def test_suspension_scales_a_chart_that_ignores_it_and_resume_restores_it(
     )
     annotations = scaled["metadata"]["annotations"]
     assert annotations["tenantry.io/replicas-before-suspension"] == "3"
-    assert condition(get_tenant(kube, names), "ReleaseDeployed")["reason"] == "Suspended"
+    # The status patch ends the pass that scaled the Deployment: it comes after.
+    wait_for(
+        lambda: (
+            (condition(get_tenant(kube, names), "ReleaseDeployed") or {}).get("reason")
+            == "Suspended"
+        ),
+        "the Tenant's ReleaseDeployed condition to say Suspended",
+    )
 
     kube.apply(tenant(names["tenant"], names["control"], values={"replicaCount": 3}))
     restored = wait_for(
