@@ -346,6 +346,12 @@ class PlanRollout(Model):
         "than the instance's start plus its heartbeat interval and "
         "TENANTRY_HEARTBEAT_STATUS_INTERVAL.",
     )
+    require_heartbeat: bool = Field(
+        default=True,
+        description="Whether a moved tenant must also send a healthy heartbeat (POST "
+        "/v1/instance/heartbeat, e.g. through tenantry.sdk) to pass its gate. false: its "
+        "release deployed at the new version is enough, for instances that send none.",
+    )
 
 
 class PlanSpec(Model):
@@ -895,6 +901,11 @@ class PlanKind(Kind):
         {"name": "Amount", "type": "integer", "jsonPath": ".spec.price.amount"},
         {"name": "Currency", "type": "string", "jsonPath": ".spec.price.currency"},
         {"name": "Interval", "type": "string", "jsonPath": ".spec.price.interval"},
+        {"name": "Version", "type": "string", "jsonPath": ".spec.chart.version"},
+        {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
+        {"name": "Updated", "type": "integer", "jsonPath": ".status.rollout.updated"},
+        {"name": "Pending", "type": "integer", "jsonPath": ".status.rollout.pending"},
+        {"name": "Failed", "type": "integer", "jsonPath": ".status.rollout.failed"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     )
 

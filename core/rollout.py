@@ -12,6 +12,9 @@ as `moved_to`/`moved_at`.
 The invariants it keeps:
 
 - A pinned Tenant (`spec.chartVersion`) is never moved, rolled back or counted.
+- A Tenant with no release yet is not moved either: it installs by itself the
+  version `settled_version` names (core/rollout.version_to_run), and is moved
+  by a later wave if that is not the target.
 - Waves: first the canary wave (0), the unpinned tenants labelled
   `tenantry.io/canary: "true"` (those not on the target yet), or, none
   labelled, the first `canary` by name; then waves 1, 2, ... of `batchSize`,
@@ -20,7 +23,8 @@ The invariants it keeps:
   canary wave); a tenant of the passed wave failing during that pause fails
   the rollout as if in its gate.
 - A moved tenant passes its gate when its release is deployed at the target
-  and its instance sent a heartbeat after the move that says it is healthy.
+  and its instance sent a heartbeat after the move that says it is healthy
+  (the release alone when `requireHeartbeat` is false).
   It fails it when its release failed at the target, when that heartbeat says
   it is not healthy, or when `gateTimeoutSeconds` after the move have passed
   without either. One failure fails the rollout: the failed tenants are rolled
@@ -38,6 +42,7 @@ The invariants it keeps:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,8 +56,79 @@ PAUSE_ANNOTATION = "tenantry.io/rollout-paused"
 GATE_POLL = dt.timedelta(seconds=10)
 """How soon to look again while a wave is gated, heartbeats arriving at any time."""
 
+ASSIGNMENT_ANNOTATION = "tenantry.io/rollout"
+"""On a Tenant: the version a rollout of its Plan moved it to, and when (`Assignment`)."""
+
 DEPLOYED = "deployed"
 FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What a rollout last decided for one Tenant: run `version` of Plan `plan`'s chart.
+
+    Kept on the Tenant, as the annotation `tenantry.io/rollout` (JSON), so the decision
+    survives the operator and is the Tenant's own: the Plan's rollout writes it, the
+    Tenant's reconcile reads it."""
+
+    plan: str
+    version: str
+    moved_at: dt.datetime
+
+    def to_annotation(self) -> str:
+        moved_at = _stamp(self.moved_at)
+        return json.dumps({"plan": self.plan, "version": self.version, "movedAt": moved_at})
+
+    @classmethod
+    def from_annotation(cls, raw: str | None) -> Assignment | None:
+        """The assignment written, or none when absent or unreadable (then the Tenant
+        is one no rollout moved yet)."""
+        if not raw:
+            return None
+        try:
+            found = json.loads(raw)
+            return cls(
+                str(found["plan"]),
+                str(found["version"]),
+                dt.datetime.fromisoformat(found["movedAt"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def version_to_run(
+    *,
+    plan: str,
+    target: str,
+    state: RolloutStatus | None,
+    pinned: str | None,
+    assignment: Assignment | None,
+    running: str | None,
+) -> str:
+    """The chart version a Tenant of Plan `plan` (whose `chart.version` is `target`) runs.
+
+    In order: its own pin; what a rollout of this Plan assigned it; what it runs
+    already (`running`: its release's version, when of this Plan's chart), since only a
+    rollout moves a Tenant; and for a Tenant new to the Plan, the last good version of
+    a rollout under way or failed, else the target. A Plan's new `chart.version` thus
+    reaches nobody before its rollout moves them."""
+    if pinned is not None:
+        return pinned
+    if assignment is not None and assignment.plan == plan:
+        return assignment.version
+    if running is not None:
+        return running
+    return settled_version(target, state)
+
+
+def settled_version(target: str, state: RolloutStatus | None) -> str:
+    """The version the Plan's fleet is known good on: the target once a rollout of it
+    completed (or when none was ever needed), else the last good one, if any."""
+    if state is None:
+        return target
+    if state.phase is RolloutPhase.COMPLETE:
+        return state.target_version
+    return state.previous_version or state.target_version
 
 
 @dataclass(frozen=True)
@@ -131,13 +207,15 @@ def next_step(fleet: Fleet) -> RolloutStep:
     state, events = fleet.state, []
     if state is None or state.target_version != target:
         previous = _last_good(state, tenants.values(), target)
+        # Nobody to move (a new Plan, tenants still installing): nothing to roll out.
+        moving = any(t.running is not None and not t.runs(target) for t in tenants.values())
         state = RolloutStatus(
             target_version=target,
             previous_version=previous,
-            phase=RolloutPhase.PROGRESSING,
+            phase=RolloutPhase.PROGRESSING if moving else RolloutPhase.COMPLETE,
             started_at=now,
         )
-        if any(not t.runs(target) for t in tenants.values()):
+        if moving:
             events.append(f"Started the rollout of {target} (last good: {previous or 'none'}).")
     tally = _Tally(tenants, state, pinned)
 
@@ -249,6 +327,8 @@ def _gate(tenant: TenantView, fleet: Fleet, state: RolloutStatus) -> _Verdict:
     at_target = tenant.running == target
     if at_target and tenant.release_status == FAILED:
         return _Verdict(failure=f"its release failed at {target}")
+    if tenant.runs(target) and not fleet.settings.require_heartbeat:
+        return _Verdict()
     heard = tenant.last_heartbeat is not None and tenant.last_heartbeat > since
     if tenant.runs(target) and heard:
         if tenant.healthy is True:
@@ -348,8 +428,9 @@ class _Tally:
         self.pending = sum(self.is_pending(t) for t in tenants.values())
 
     def is_pending(self, tenant: TenantView) -> bool:
-        """Not on the target yet, and neither in the current wave nor failed."""
-        return not (
+        """Runs another version, and is neither in the current wave nor failed. A tenant
+        with no release yet is not: it installs the settled version by itself."""
+        return tenant.running is not None and not (
             tenant.runs(self.target) or tenant.name in self.wave or tenant.name in self.failed_names
         )
 

@@ -24,7 +24,7 @@ from lightkube.core.exceptions import ApiError, LoadResourceError
 from lightkube.core.generic_client import GenericAsyncClient
 from lightkube.core.resource import NamespacedResource
 from lightkube.core.resource_registry import resource_registry
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
@@ -44,13 +44,14 @@ from tenantry.core.names import (
     TENANT_LABEL,
     TENANT_NAMESPACE_LABEL,
 )
-from tenantry.core.resources import GROUP, VERSION, TenantKind
+from tenantry.core.resources import GROUP, VERSION, PlanKind, TenantKind
 from tenantry.operator.errors import InvalidSpec, NotReady, not_found, retry_later
 from tenantry.operator.provisioning import IssuedLicense
 
 FIELD_MANAGER = "tenantry-operator"
 
 Tenant = create_namespaced_resource(GROUP, VERSION, TenantKind.kind, TenantKind.plural)
+Plan = create_global_resource(GROUP, VERSION, PlanKind.kind, PlanKind.plural)
 
 
 @dataclass
@@ -371,3 +372,26 @@ class Cluster:
         except ApiError as error:
             if not not_found(error):
                 raise retry_later(error, f"Nudging Tenant {namespace}/{name}") from error
+
+    async def annotate_tenant(self, namespace: str, name: str, key: str, value: str) -> bool:
+        """Set one annotation of a Tenant; False when the Tenant is gone."""
+        patch = {"metadata": {"annotations": {key: value}}}
+        try:
+            await self.client.patch(
+                Tenant, name, patch, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except ApiError as error:
+            if not_found(error):
+                return False
+            raise retry_later(error, f"Annotating Tenant {namespace}/{name}") from error
+        return True
+
+    async def patch_plan_status(self, name: str, status: dict[str, Any]) -> None:
+        """Merge `status` into a Plan's status (fields not named are left as they are)."""
+        try:
+            await self.client.patch(
+                Plan.Status, name, {"status": status}, patch_type=PatchType.MERGE
+            )
+        except ApiError as error:
+            if not not_found(error):
+                raise retry_later(error, f"Writing the status of Plan {name}") from error

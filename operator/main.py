@@ -19,6 +19,7 @@ from tenantry.operator import (
     peering,
     plan,
     pricebook,
+    rollout,
     sharding,
     subscription,
     tenant,
@@ -156,6 +157,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     apikey.register(registry, context_of)
     subscription.register(registry, context_of, config.subscription_interval)
     plan.register(registry, context_of)
+    rollout.register(registry, context_of)
     pricebook.register(registry, context_of, config.drift_interval)
     if stripe_client.enabled(config):
         stripe_customers.register(registry)

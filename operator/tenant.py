@@ -47,7 +47,16 @@ from tenantry.db import apikeys as apikeys_repository
 from tenantry.db import audit
 from tenantry.db import subscriptions as subscriptions_repository
 from tenantry.db.licenses import LicenseAction
-from tenantry.operator import errors, history, licensing, metrics, outbound, sharding, work
+from tenantry.operator import (
+    errors,
+    history,
+    licensing,
+    metrics,
+    outbound,
+    rollout,
+    sharding,
+    work,
+)
 from tenantry.operator.charts_source import ChartUnavailable, chart_ref
 from tenantry.operator.context import Context
 from tenantry.operator.errors import InvalidSpec, NotReady, spec_error
@@ -152,13 +161,14 @@ async def reconcile(
     body: kopf.Body,
     subscriptions: Iterable[Mapping[str, Any]],
     plans: Mapping[str, Iterable[Mapping[str, Any]]],
+    rollouts: Mapping[str, Iterable[Mapping[str, Any]]],
     logger: Logger,
 ) -> tuple[dict[str, Any], Reconcile]:
     """Bring one Tenant's namespace, license and release in line; its new status, and
-    the pass (what it changed, what went wrong)."""
+    the pass (what it changed, what went wrong). `rollouts`: each Plan's `status.rollout`."""
     prior = prior_status(body, TenantStatus)
     async with reconciling(body, prior.conditions, logger, now=ctx.clock()) as r:
-        await provision(ctx, r, prior, subscriptions, plans, logger)
+        await provision(ctx, r, prior, subscriptions, plans, rollouts, logger)
     return r.status(), r
 
 
@@ -168,6 +178,7 @@ async def provision(
     prior: TenantStatus,
     subscriptions: Iterable[Mapping[str, Any]],
     plans: Mapping[str, Iterable[Mapping[str, Any]]],
+    rollouts: Mapping[str, Iterable[Mapping[str, Any]]],
     logger: Logger,
 ) -> None:
     body, settings = r.body, ctx.settings
@@ -188,9 +199,10 @@ async def provision(
     if ended and plan_name not in known:
         known[plan_name] = ended[1]
     plan_name, plan = plan_of(subscription, known)
-    chart = await ctx.charts.resolve(
-        chart_ref(plan_name, plan.chart, spec.chart_version, settings.chart_path)
+    version = rollout.tenant_version(
+        plan_name, plan, spec, body.metadata.annotations, prior, rollouts.get(plan_name, ())
     )
+    chart = await ctx.charts.resolve(chart_ref(plan_name, plan.chart, version, settings.chart_path))
     desired = desired_state(
         tenant_id=body.metadata.uid or name,
         tenant_name=name,
@@ -472,6 +484,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         logger: Any,
         subscriptions_by_tenant: kopf.Index[tuple[str | None, str], dict[str, Any]],
         plans_by_name: kopf.Index[str, dict[str, Any]],
+        plan_rollouts: kopf.Index[str, dict[str, Any]],
         trigger: str,
     ) -> None:
         # Paused Tenants are left exactly as they are; deleted ones are finalized.
@@ -488,7 +501,12 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
                 try:
                     with work.while_wanted(lambda: uid not in ctx.deleting):
                         status, r = await reconcile(
-                            ctx, body, subscriptions_by_tenant.get(key, []), plans_by_name, logger
+                            ctx,
+                            body,
+                            subscriptions_by_tenant.get(key, []),
+                            plans_by_name,
+                            plan_rollouts,
+                            logger,
                         )
                 except (Deleting, work.Abandoned):
                     outcome.result = "deleting"
@@ -517,7 +535,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **kwargs: Any
     ) -> None:
         await run(body, memo, patch, logger, kwargs["subscriptions_by_tenant"],
-                  kwargs["plans_by_name"], trigger="change")  # fmt: skip
+                  kwargs["plans_by_name"], kwargs["plan_rollouts"], trigger="change")  # fmt: skip
 
     def spread(**_: Any) -> float:
         # The first check of each Tenant falls anywhere in one more interval, so that a
@@ -547,6 +565,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
                     logger,
                     kwargs["subscriptions_by_tenant"],
                     kwargs["plans_by_name"],
+                    kwargs["plan_rollouts"],
                     trigger="drift",
                 ),
             )
@@ -577,10 +596,16 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
             cause = f"Subscription/{body.metadata.name}@{body.metadata.get('resourceVersion')}"
             await ctx_of(memo).cluster.nudge_tenant(body.metadata.namespace, tenant, cause)
 
+    plan_generations: dict[str, int | None] = {}
+
     @kopf.on.event(GROUP, VERSION, PlanKind.plural, id="nudge", registry=registry)
     @errors.boundary
     async def plan_changed(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        if not type:
+        # Only a new spec concerns the Tenants: the Plan's status is written at every step
+        # of a rollout, and its own rollout moves the Tenants it means to (operator/rollout.py).
+        name, generation = body.metadata.name or "", body.metadata.get("generation")
+        seen, plan_generations[name] = plan_generations.get(name), generation
+        if not type or (type != "DELETED" and seen == generation):
             return
         subscriptions_by_tenant: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs[
             "subscriptions_by_tenant"

@@ -14,7 +14,15 @@ import pytest
 from pydantic import ValidationError
 
 from tenantry.core.resources import PlanRollout, PlanSpec, RolloutPhase, RolloutStatus
-from tenantry.core.rollout import CANARY_LABEL, Fleet, RolloutStep, TenantView, next_step
+from tenantry.core.rollout import (
+    CANARY_LABEL,
+    Assignment,
+    Fleet,
+    RolloutStep,
+    TenantView,
+    next_step,
+    version_to_run,
+)
 
 OLD, NEW, NEWER = "1.4.2", "1.5.0", "1.6.0"
 T0 = dt.datetime(2031, 3, 10, 12, 0, tzinfo=dt.UTC)
@@ -76,6 +84,7 @@ def test_a_plan_without_rollout_settings_gets_the_defaults_and_no_floats() -> No
         "batchSize": 10,
         "pauseSeconds": 120,
         "gateTimeoutSeconds": 600,
+        "requireHeartbeat": True,
     }
     with pytest.raises(ValidationError, match="batchSize"):
         PlanRollout.model_validate({"batchSize": 0})
@@ -302,7 +311,7 @@ def test_a_rollout_completes_when_every_unpinned_tenant_runs_the_target() -> Non
 def test_a_plan_already_on_its_version_has_nothing_to_roll_out() -> None:
     step = next_step(fleet(on(NEW, "a/one"), on(NEW, "b/two")))
     assert step.status.phase is RolloutPhase.COMPLETE
-    assert step.events == (f"Completed the rollout of {NEW}.",)
+    assert step.events == (), "nothing was rolled out: nothing to tell"
 
 
 def test_a_new_target_mid_rollout_starts_again_from_the_fleet_as_it_is() -> None:
@@ -418,3 +427,77 @@ def test_thirty_tenants_in_waves_with_one_failing_its_gate() -> None:
     assert (state.updated, state.failed, state.pending) == (30, 0, 0)
     assert state.previous_version == OLD
     assert {t.view.running for t in world.tenants.values()} == {NEWER}
+
+
+# ------------------------------------------------ what a Tenant runs, and when it moves
+
+
+def test_without_require_heartbeat_a_deployed_release_passes_the_gate() -> None:
+    quiet = PlanRollout(canary=1, batch_size=1, pause_seconds=0, gate_timeout_seconds=60,
+                        require_heartbeat=False)  # fmt: skip
+    tenants = [on(OLD, n, last_heartbeat=None, healthy=None) for n in names("c", 2)]
+    first = next_step(fleet(*tenants, settings=quiet))
+    assert first.move == ("c/t00",)
+    moved = replace(tenants[0], running=NEW, moved_to=NEW, moved_at=T0)
+    second = next_step(fleet(moved, tenants[1], settings=quiet, state=first.status,
+                             now=T0 + seconds(5)))  # fmt: skip
+    assert second.move == ("c/t01",), "no heartbeat was needed to pass the canary's gate"
+
+
+def test_tenants_with_no_release_yet_are_not_moved_and_a_new_plan_is_complete_at_once() -> None:
+    fresh = [TenantView(name=n) for n in names("d", 3)]
+    step = next_step(fleet(*fresh))
+    assert (step.move, step.status.phase, step.status.pending) == ((), RolloutPhase.COMPLETE, 0)
+    assert step.events == ()
+    # Mid-rollout, one arriving on the old version is moved by a later wave.
+    mixed = [on(OLD, "d/t00"), TenantView(name="d/t01")]
+    assert next_step(fleet(*mixed)).move == ("d/t00",)
+
+
+def test_the_assignment_annotation_round_trips_and_garbage_reads_as_none() -> None:
+    written = Assignment("pro", NEW, T0)
+    assert Assignment.from_annotation(written.to_annotation()) == written
+    for garbage in (
+        None,
+        "",
+        "{",
+        '{"plan": "pro"}',
+        "[]",
+        '{"plan": 1, "version": 2, "movedAt": 3}',
+    ):
+        assert Assignment.from_annotation(garbage) is None
+
+
+@pytest.mark.parametrize(
+    ("state", "pinned", "assignment", "running", "expected"),
+    [
+        # A pin wins over everything.
+        (None, "0.9.0", Assignment("pro", NEW, T0), OLD, "0.9.0"),
+        # What this Plan's rollout assigned; another Plan's assignment is nothing.
+        (None, None, Assignment("pro", NEWER, T0), OLD, NEWER),
+        (None, None, Assignment("basic", NEWER, T0), OLD, OLD),
+        # Only a rollout moves a Tenant: it keeps what it runs.
+        (None, None, None, OLD, OLD),
+        # New to the Plan: its target when no rollout is under way...
+        (None, None, None, None, NEW),
+        ("complete", None, None, None, NEW),
+        # ...and the last good version while one is, or after one failed.
+        ("progressing", None, None, None, OLD),
+        ("failed", None, None, None, OLD),
+    ],
+)
+def test_the_version_a_tenant_runs(
+    state: str | None, pinned: str | None, assignment: Assignment | None, running: str | None,
+    expected: str,
+) -> None:  # fmt: skip
+    phases = {"complete": RolloutPhase.COMPLETE, "progressing": RolloutPhase.PROGRESSING,
+              "failed": RolloutPhase.FAILED}  # fmt: skip
+    status = (
+        None
+        if state is None
+        else RolloutStatus(
+            target_version=NEW, previous_version=OLD, phase=phases[state], started_at=T0
+        )
+    )
+    assert version_to_run(plan="pro", target=NEW, state=status, pinned=pinned,
+                          assignment=assignment, running=running) == expected  # fmt: skip

@@ -196,19 +196,31 @@ def test_a_plan_runs_a_chart_from_an_oci_registry_and_moves_to_its_new_version(
 ) -> None:
     _, _, digests, reference = sources
     names = unique_names(kube)
-    kube.apply(plan(names["plan"], chart={"oci": reference, "version": "1.0.0"}))
+    # Its instance sends no heartbeat: a deployed release passes a rollout's gate.
+    rollout = {"requireHeartbeat": False, "pauseSeconds": 0}
+    kube.apply(plan(names["plan"], chart={"oci": reference, "version": "1.0.0"}, rollout=rollout))
     apply_tenant(kube, names)
     first = running(kube, names, "1.0.0")["status"]["release"]
     assert (first["source"], first["digest"]) == (reference, digests["1.0.0"])
     assert first["revision"] == 1
 
-    kube.apply(plan(names["plan"], chart={"oci": reference, "version": "2.0.0"}))
+    kube.apply(plan(names["plan"], chart={"oci": reference, "version": "2.0.0"}, rollout=rollout))
     second = running(kube, names, "2.0.0")["status"]["release"]
     assert (second["digest"], second["revision"]) == (digests["2.0.0"], 2)
     deployment = kube.get("deployment", "app", names["target"])
     assert deployment is not None
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "registry.example/byo:2.0.0"
+    completed = wait_for(
+        lambda: (
+            (r := dig(kube.get("plan", names["plan"]), "status", "rollout"))
+            and r["phase"] == "Complete"
+            and r
+        ),
+        "the Plan's rollout to complete",
+    )
+    assert (completed["targetVersion"], completed["previousVersion"]) == ("2.0.0", "1.0.0")
+    assert (completed["updated"], completed["pending"], completed["failed"]) == (1, 0, 0)
 
 
 def test_values_the_charts_schema_refuses_are_invalid_values_until_fixed(
