@@ -21,6 +21,7 @@ from tenantry.operator import (
     pricebook,
     rollout,
     sharding,
+    storage,
     subscription,
     tenant,
 )
@@ -74,10 +75,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.startup(id="start", registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # Progress and diff-base in annotations: our status schema stays ours.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix="tenantry.io"
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        settings.persistence.progress_storage = storage.Progress(prefix="tenantry.io")
+        settings.persistence.diffbase_storage = storage.DiffBase(
             prefix="tenantry.io", key="last-handled-configuration"
         )
         # Each shard marks its objects with its own finalizer (see operator/sharding.py).

@@ -85,6 +85,19 @@ HISTORY_ACTIONS: dict[str, LicenseAction] = {
 }
 
 
+def tenant_reads(subscription: kopf.Body) -> tuple[Any, ...]:
+    """What `subscription_views` reads of a Subscription: its spec (by generation) and
+    these fields of its status. A change of anything else needs no pass of its Tenant."""
+    status = subscription.status
+    period = status.get("currentPeriod") or {}
+    fields = ("state", "plan", "trialEnd", "billingCycle")
+    return (
+        subscription.metadata.get("generation"),
+        *(status.get(field) for field in fields),
+        period.get("end"),
+    )
+
+
 def subscription_views(raw: Iterable[Mapping[str, Any]]) -> list[SubscriptionView]:
     views = []
     for item in raw:
@@ -584,13 +597,21 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         metrics.TENANTS.forget(uid)
         metrics.LICENSES.forget(uid)
 
+    subscription_views_seen: dict[tuple[str | None, str | None], tuple[Any, ...]] = {}
+
     @kopf.on.event(GROUP, VERSION, SubscriptionKind.plural, id="nudge",
                    when=sharding.tenant_parts, registry=registry)  # fmt: skip
     @errors.boundary
     async def subscription_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        # `type` is None for the initial listing: Tenants resume by themselves.
-        if not type:
+        # `type` is None for the initial listing: Tenants resume by themselves. Other
+        # writes of the status than what a Tenant reads are not its concern.
+        seen = tenant_reads(body)
+        key = (body.metadata.namespace, body.metadata.name)
+        before, subscription_views_seen[key] = subscription_views_seen.get(key), seen
+        if not type or (type != "DELETED" and before == seen):
             return
+        if type == "DELETED":
+            subscription_views_seen.pop(key, None)
         tenant = (body.spec.get("tenantRef") or {}).get("name")
         if tenant and body.metadata.namespace:
             cause = f"Subscription/{body.metadata.name}@{body.metadata.get('resourceVersion')}"

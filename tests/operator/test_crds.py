@@ -55,7 +55,8 @@ def test_samples_are_accepted_by_the_api_server(kube: Kube) -> None:
 def test_printer_columns_read_like_a_dashboard(kube: Kube) -> None:
     kube.kubectl("apply", "-f", str(REPO / "manifests/samples/plan-starter.yaml"))
     header = kube.kubectl("get", "plans").splitlines()[0].split()
-    assert header == ["NAME", "DISPLAY", "AMOUNT", "CURRENCY", "INTERVAL", "AGE"]
+    assert header == ["NAME", "DISPLAY", "AMOUNT", "CURRENCY", "INTERVAL", "VERSION", "ROLLOUT",
+                      "UPDATED", "PENDING", "FAILED", "AGE"]  # fmt: skip
     assert "starter" in kube.kubectl("get", "pl")  # short name
 
 

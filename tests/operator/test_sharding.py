@@ -173,6 +173,9 @@ def test_every_handler_carries_its_kinds_filter() -> None:
                 assert not any(
                     handler.when(**obj, meta=fine, memo=memo(Shard(i, 2))) for i in (0, 1)
                 ), where
+            elif (plural, handler.id) in {("plans", "rollout"), ("tenants", "tenants_by_plan")}:
+                # Each Plan's rollout loop runs on shard 0 alone, over all its Tenants.
+                assert handler.when is sharding.cluster_wide, where
             elif plural in PER_TENANT:
                 assert handler.when is PER_TENANT[plural], where
             elif plural in CLUSTER_WIDE:
