@@ -12,7 +12,11 @@ for:
 * the fleet page, first page of N tenants;
 * that tenant's page (conditions, license, keys, usage, 12 invoices), opened
   from the fleet page (its Tenant object comes from the fleet list);
-* that tenant's page again once the fleet list has expired (a GET of the Tenant).
+* that tenant's page again once the fleet list has expired (its Tenant object
+  from a GET, reused for at most the list's TTL as the list is: fleet.py).
+
+Every view of a tenant's page reads PostgreSQL (keys, license history, usage,
+invoices: one statement) and Redis (quota figures); nothing it shows is cached.
 
 Server time is the page's own `Server-Timing` (the handler, from the request
 to the rendered body). The baseline renders the same template with the same
@@ -221,7 +225,7 @@ async def sign_in(client: httpx.AsyncClient) -> None:
 async def time_pages(url: str, requests: int) -> dict[str, list[float]]:
     """The fleet page; the tenant's page opened from the fleet page (as people do: its
     Tenant object from the fleet list); the tenant's page once that list has expired
-    (a GET of the Tenant per view). Each after a warm-up of 20."""
+    (its Tenant object from a GET at most a TTL old). Each after a warm-up of 20."""
     fleet, tenant = "/dashboard/", f"/dashboard/tenants/{NAMESPACE}/customer-0001"
     times: dict[str, list[float]] = {label: [] for label in LABELS}
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:

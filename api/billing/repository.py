@@ -217,7 +217,8 @@ _INVOICE_COLUMNS = (
 )
 
 
-def _line(r: Any) -> Line:
+def line_of(r: Any) -> Line:
+    """An invoice line from its row (the dashboard's one-statement read passes its own)."""
     return Line(
         kind=LineKind(r.kind),
         description=r.description,
@@ -242,7 +243,9 @@ def _line(r: Any) -> Line:
     )
 
 
-def _invoice(r: Any, lines: Sequence[Line], payments: Sequence[Payment]) -> Invoice:
+def invoice_of(r: Any, lines: Sequence[Line], payments: Sequence[Payment]) -> Invoice:
+    """An invoice from its row of `_INVOICE_COLUMNS`, the columns typed as the driver types
+    them (the dashboard's one-statement read builds its invoices here too)."""
     return Invoice(
         id=str(r.id),
         number=r.number,
@@ -297,7 +300,7 @@ async def _complete(conn: AsyncConnection, rows: Sequence[Any]) -> list[Invoice]
         ),
         {"ids": ids},
     ):
-        lines.setdefault(str(r.invoice_id), []).append(_line(r))
+        lines.setdefault(str(r.invoice_id), []).append(line_of(r))
     payments: dict[str, list[Payment]] = {}
     for r in await conn.execute(
         text(
@@ -309,7 +312,7 @@ async def _complete(conn: AsyncConnection, rows: Sequence[Any]) -> list[Invoice]
         payments.setdefault(str(r.invoice_id), []).append(
             Payment(r.amount, r.method, r.reference, r.paid_at)
         )
-    return [_invoice(r, lines.get(str(r.id), []), payments.get(str(r.id), [])) for r in rows]
+    return [invoice_of(r, lines.get(str(r.id), []), payments.get(str(r.id), [])) for r in rows]
 
 
 async def get_invoice(conn: AsyncConnection, invoice_id: str) -> Invoice | None:

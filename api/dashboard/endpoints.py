@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -233,15 +233,16 @@ async def fleet_page(
 
 
 async def _page(rt: Runtime, tenant: Tenant, now: dt.datetime, **options: bool) -> views.TenantPage:
-    """The tenant's page: its Tenant object from the fleet list while that is fresh, else
-    read from Kubernetes (fleet.py)."""
-    body, row = _dashboard(rt).fleet.tenant(tenant.namespace, tenant.name)
-    body_of = _ready(body) if body is not None else rt.kube.tenant(tenant.namespace, tenant.name)
-    return await views.tenant_page(rt, tenant, now, body_of=body_of, row=row, **options)
-
-
-async def _ready(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return value
+    """The tenant's page, its Tenant object and fleet row from the fleet list (fleet.py)."""
+    fleet = _dashboard(rt).fleet
+    return await views.tenant_page(
+        rt,
+        tenant,
+        now,
+        body_of=fleet.body(tenant.namespace, tenant.name),
+        row=fleet.row(tenant.namespace, tenant.name),
+        **options,
+    )
 
 
 @router.get("/dashboard/tenants/{namespace}/{name}")

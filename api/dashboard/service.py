@@ -1,5 +1,6 @@
 """What the dashboard keeps for the life of the process: settings, sessions, the fleet
-list and the templates. Built once in `Runtime.start`."""
+list, the last reads of tenant pages (repository.py `LastReads`) and the templates. Built
+once in `Runtime.start`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 
 from tenantry.api.billing.documents import exact_amount, period_dates, utc_date
 from tenantry.api.dashboard.fleet import Fleet
+from tenantry.api.dashboard.repository import LastReads
 from tenantry.api.dashboard.session import Sessions
 from tenantry.api.dashboard.settings import DashboardSettings
 from tenantry.api.links import Links
@@ -27,6 +29,10 @@ def words(reason: str) -> str:
     return spaced[:1].upper() + spaced[1:].lower()
 
 
+LAST_READS = 64
+"""Tenant pages whose last read is kept to compare the next with (tens of KB each with
+a month of hourly usage): the pages people have open, not the fleet."""
+
 CUSTOMER_LINK = "dashboard-customer"
 """The purpose of a customer's signed link; its subject is `namespace/name/uid`."""
 
@@ -36,6 +42,7 @@ class Dashboard:
     settings: DashboardSettings
     sessions: Sessions
     fleet: Fleet
+    last_reads: LastReads
     templates: Environment
 
     @classmethod
@@ -52,6 +59,7 @@ class Dashboard:
                 fail_open=fail_open,
             ),
             fleet=Fleet(kube, settings.fleet_ttl),
+            last_reads=LastReads(LAST_READS),
             templates=environment(),
         )
 

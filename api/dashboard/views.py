@@ -1,9 +1,11 @@
 """What each page shows, gathered from the services the API itself uses.
 
-Every figure comes from them as they give it: invoices and revenue from
-`BillingService`, usage from `UsageService`, quota figures from
-`QuotaService`, keys and license history from their repositories. Pages
-print them (api/billing/documents.py's filters for money); they add nothing up.
+Every figure comes from them as they give it: revenue from `BillingService`,
+quota figures from `QuotaService`; a tenant's invoices, usage, keys and license
+history from their owners' reads, made as one statement (repository.py), its
+invoices built by the billing repository and the period's usage figures by
+`period_value`, as the usage service computes them. Pages print them
+(api/billing/documents.py's filters for money); they add nothing up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from tenantry.api.dashboard import repository
 from tenantry.api.dashboard.charts import Chart, bar_chart
 from tenantry.api.dashboard.fleet import NO_SUBSCRIPTION, TenantRow, health_of
@@ -22,12 +26,10 @@ from tenantry.api.errors import NotFound
 from tenantry.api.quotas.schemas import QuotaState
 from tenantry.api.runtime import Runtime
 from tenantry.api.tenants.catalog import Tenant
-from tenantry.api.usage.schemas import MetricUsage
 from tenantry.core.invoices import Invoice
 from tenantry.core.money import exponent, format_amount
 from tenantry.core.revenue import Revenue
-from tenantry.db import apikeys as apikeys_repo
-from tenantry.db import licenses as licenses_repo
+from tenantry.core.usage import period_values
 from tenantry.db import outbox
 from tenantry.db.apikeys import KeyRow
 from tenantry.db.licenses import LicenseRecord
@@ -82,16 +84,17 @@ class MetricView:
 
 def metric_views(
     plan_metrics: Sequence[tuple[str, str, int | None]],
-    usage: Mapping[str, MetricUsage],
+    figures: Mapping[str, int],
+    hours: Mapping[str, Sequence[tuple[dt.datetime, int]]],
     quotas: Mapping[str, QuotaState],
 ) -> list[MetricView]:
-    """Per metric of the plan (name, aggregation, limit): the period's figure, the quota's
-    figures when limited, and the days of the period for the chart."""
+    """Per metric of the plan (name, aggregation, limit): the period's figure (the usage
+    service's `period_value`), the quota's figures when limited, and the days of the period
+    for the chart, from the metric's hours (hour, value)."""
     views = []
     for name, aggregation, limit in plan_metrics:
-        metric = usage.get(name)
         quota = quotas.get(name)
-        days = _days(metric, aggregation)
+        days = _days(hours.get(name, ()), aggregation)
         title = (
             f"{name}: cumulative per day" if aggregation in ADDITIVE else f"{name}: peak per day"
         )
@@ -105,7 +108,7 @@ def metric_views(
             MetricView(
                 name=name,
                 aggregation=aggregation,
-                used=quota.used if quota else (metric.value if metric else 0),
+                used=quota.used if quota else figures.get(name, 0),
                 limit=limit,
                 remaining=quota.remaining if quota else None,
                 chart=chart,
@@ -115,18 +118,16 @@ def metric_views(
     return views
 
 
-def _days(metric: MetricUsage | None, aggregation: str) -> list[tuple[str, int]]:
-    """The usage service's hours, per UTC day: the running total of an additive metric
-    (its last day is the period's figure), the day's highest hour otherwise."""
-    if metric is None:
-        return []
+def _days(hours: Sequence[tuple[dt.datetime, int]], aggregation: str) -> list[tuple[str, int]]:
+    """The hours per UTC day: the running total of an additive metric (its last day is
+    the period's figure), the day's highest hour otherwise."""
     days: dict[str, int] = {}
-    for hour in metric.hours:
-        day = hour.hour.astimezone(dt.UTC).strftime("%Y-%m-%d")
+    for hour, value in hours:
+        day = hour.astimezone(dt.UTC).strftime("%Y-%m-%d")
         if aggregation in ADDITIVE:
-            days[day] = days.get(day, 0) + hour.value
+            days[day] = days.get(day, 0) + value
         else:
-            days[day] = max(days.get(day, 0), hour.value)
+            days[day] = max(days.get(day, 0), value)
     ordered = sorted(days.items())
     if aggregation in ADDITIVE:
         running = 0
@@ -173,28 +174,33 @@ async def tenant_page(
     keys: bool = True,
     drafts: bool = True,
 ) -> TenantPage:
-    """Everything is read at once, each concern on a connection of its own: the Tenant
-    object (`body_of`: a GET, or the fleet list's copy), its keys, license history, usage,
-    quota figures and invoices. `row` is its line of the fleet list, if listed."""
+    """Read at once: the Tenant object (`body_of`: a GET, or the fleet list's copy), the
+    quota figures (Redis, as `GET /v1/quota` reads them) and, in one statement, what
+    PostgreSQL holds: license history, keys, usage of the period and invoices (see
+    repository.py). `row` is its line of the fleet list, if listed."""
     plan = tenant.plan
     plan_metrics = (
         [(m.name, m.aggregation.value, _limit(plan.limit(m.name))) for m in plan.spec.metrics]
         if plan
         else []
     )
+    period = tenant.period_at(now)
+    assert rt.dashboard is not None
+    last_reads, read = rt.dashboard.last_reads, (tenant.uid, period.start, keys, drafts)
 
-    async def license_history() -> list[LicenseRecord]:
+    async def records() -> repository.TenantRecords:
         async with rt.engine.connect() as conn:
-            history = await licenses_repo.history(conn, tenant.namespace, tenant.name)
-        return [h for h in history if h.tenant_uid == tenant.uid]
-
-    async def key_rows() -> list[KeyRow]:
-        if not keys:
-            return []
-        async with rt.engine.connect() as conn:
-            return await apikeys_repo.list_for_tenant(
-                conn, tenant.namespace, tenant.name, tenant.uid
-            )
+            # One statement is one snapshot: no transaction to open and roll back (two
+            # round trips of the three).
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            found = await repository.tenant_records(
+                driver, tenant, period, invoices=INVOICES_SHOWN, drafts=drafts, keys=keys,
+                last=last_reads.get(read),
+            )  # fmt: skip
+        last_reads.put(read, found)
+        return found
 
     async def quota_figures() -> tuple[Mapping[str, QuotaState], str, str | None]:
         if plan is None:
@@ -205,15 +211,8 @@ async def tenant_page(
             return {}, "", f"Quota counters could not be read ({error})."
         return found.quotas, found.source, None
 
-    body, history, key_list, usage, invoices, (quotas, quota_source, note) = await asyncio.gather(
-        body_of,
-        license_history(),
-        key_rows(),
-        rt.usage.usage_in_period(tenant, now),
-        rt.billing.invoices_of_tenant(
-            tenant.uid, limit=INVOICES_SHOWN, before=None, include_drafts=drafts
-        ),
-        quota_figures(),
+    body, found, (quotas, quota_source, note) = await asyncio.gather(
+        body_of, records(), quota_figures()
     )
     if body is None:
         raise NotFound(
@@ -224,6 +223,9 @@ async def tenant_page(
     spec = body.get("spec") or {}
     notes = [note] if note else []
     health, _ = health_of(status)
+    hours: dict[str, list[tuple[dt.datetime, int]]] = {}
+    for metric, hour, value, _events in found.hours:
+        hours.setdefault(metric, []).append((hour, value))
     release = status.get("release") or {}
     return TenantPage(
         row=row,
@@ -239,11 +241,11 @@ async def tenant_page(
         release_revision=release.get("revision"),
         conditions=conditions_of(status),
         license=status.get("license") or {},
-        license_history=history,
-        keys=key_list,
-        period=f"{usage.period_start:%Y-%m-%d} – {usage.period_end:%Y-%m-%d}",
-        metrics=metric_views(plan_metrics, usage.metrics, quotas),
-        invoices=invoices,
+        license_history=found.licenses,
+        keys=found.keys,
+        period=f"{period.start:%Y-%m-%d} – {period.end:%Y-%m-%d}",
+        metrics=metric_views(plan_metrics, period_values(found.totals), hours, quotas),
+        invoices=found.invoices,
         quota_source=quota_source,
         stripe_customer=status.get("stripeCustomerId") or "",
         notes=notes,

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 import pytest_asyncio
 import yaml
@@ -31,9 +32,17 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from support import REPO, Kube, wait_for
 from testbed import ControlPlane, free_port
 
+from tenantry.api.billing import repository as billing
+from tenantry.api.dashboard.repository import TenantRecords, tenant_records
 from tenantry.api.dashboard.service import CUSTOMER_LINK
 from tenantry.api.links import Links
+from tenantry.api.tenants.catalog import Tenant
+from tenantry.api.usage import repository as usage
 from tenantry.core import keyformat
+from tenantry.core.invoices import Invoice
+from tenantry.core.usage import period_values
+from tenantry.db import apikeys, licenses
+from tenantry.db.engine import create_engine
 
 pytestmark = pytest.mark.cluster
 
@@ -345,6 +354,10 @@ async def test_the_team_revokes_a_key_and_reads_an_invoice(
     prefix = keyformat.display_prefix(key)
     await page.get_by_role("button", name=f"Revoke key {prefix}").click()
     await expect(page.get_by_text(f"Key {prefix}… is revoked")).to_be_visible()
+    # Its row, read again (not the page's last read of it), says so too.
+    row = page.locator("#keys tr", has=page.get_by_text(f"{prefix}…", exact=True))
+    await expect(row.locator(".badge")).to_have_text("revoked")
+    await expect(page.get_by_role("button", name=f"Revoke key {prefix}")).to_have_count(0)
     await refused(flows_api, key)
     # The cluster says so too, as if `kubectl patch` had revoked it, and the operator,
     # finding the key revoked already, adds nothing to the audit trail.
@@ -398,6 +411,86 @@ async def test_the_team_revokes_a_key_and_reads_an_invoice(
     await expect(page.get_by_text("You are signed out.")).to_be_visible()
     await page.goto("/dashboard/revenue")
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+async def test_a_tenant_page_reads_what_the_api_reads(
+    flows_api: ApiServer, worlds: tuple[World, World], database: str
+) -> None:
+    """The page's one statement gives what the owners' own reads give (the invoices the
+    invoice routes list, the keys, license history and usage of the period), and a part
+    reused from its last read is never older than the database."""
+    world, _ = worlds
+    invoice = await first_invoice(flows_api, world)
+    key = world.issued_key(scopes=["usage:write"])
+    async with flows_api.client(key) as instance:
+        events = [
+            {"transaction_id": f"page-{metric}-{n}", "metric": metric, "value": value,
+             "timestamp": now_iso(-60 * n)}
+            for metric, values in (("messages", (5, 7)), ("devices", (3, 9)),
+                                   ("storage_bytes", (100, 50)))
+            for n, value in enumerate(values)
+        ]  # fmt: skip
+        reported = await instance.post("/v1/usage", json={"events": events})
+        assert reported.status_code == 200, reported.text
+
+    async def pay(reference: str) -> None:
+        async with flows_api.admin() as admin:
+            paid = await admin.post(
+                f"/v1/admin/invoices/{invoice['id']}/payments",
+                json={"amount": 1, "method": "bank_transfer", "reference": reference},
+            )
+        assert paid.status_code == 200, paid.text
+
+    await pay("page-1")
+    tenant = Tenant(world.control, world.tenant, world.uid, None, None)
+    period = world.period()
+    engine = create_engine(database, pool_size=1)
+    try:
+
+        async def page_reads(last: TenantRecords | None = None) -> TenantRecords:
+            async with engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert isinstance(driver, psycopg.AsyncConnection)
+                return await tenant_records(
+                    driver, tenant, period, invoices=24, drafts=True, keys=True, last=last
+                )
+
+        async def owners_reads() -> dict[str, Any]:
+            async with engine.connect() as conn:
+                history = await licenses.history(conn, tenant.namespace, tenant.name)
+                return {
+                    "invoices": await billing.tenant_invoices(conn, tenant.uid, limit=24),
+                    "keys": await apikeys.list_for_tenant(
+                        conn, tenant.namespace, tenant.name, tenant.uid
+                    ),
+                    "licenses": [h for h in history if h.tenant_uid == tenant.uid],
+                    "totals": await usage.period_totals(conn, tenant.uid, period),
+                    "hours": await usage.hourly(conn, tenant.uid, period),
+                }
+
+        def billed(records: TenantRecords) -> Invoice:
+            return next(i for i in records.invoices if i.id == invoice["id"])
+
+        first, theirs = await page_reads(), await owners_reads()
+        assert list(first.invoices) == theirs["invoices"]
+        assert [p.reference for p in billed(first).payments] == ["page-1"]
+        assert list(first.keys) == theirs["keys"]
+        assert any(k.key_prefix == keyformat.display_prefix(key) for k in first.keys)
+        assert list(first.licenses) == theirs["licenses"]
+        assert first.licenses
+        assert sorted(first.totals, key=str) == sorted(theirs["totals"], key=str)
+        assert period_values(first.totals)["devices"] == 9  # a max
+        assert period_values(first.totals)["storage_bytes"] == 100  # the latest
+        assert list(first.hours) == theirs["hours"]
+
+        again = await page_reads(last=first)
+        assert again.invoices is first.invoices  # the same text: not parsed again
+        await pay("page-2")
+        paid = await page_reads(last=again)
+        assert list(paid.invoices) == (await owners_reads())["invoices"]
+        assert billed(paid).amount_paid == billed(first).amount_paid + 1
+    finally:
+        await engine.dispose()
 
 
 async def test_a_customer_link_shows_one_tenant_only(

@@ -1,5 +1,5 @@
 """The dashboard's pure parts, without any server: the fleet's rows, search and pages,
-chart geometry, customer-link and session tokens."""
+usage per day against the limit, chart geometry, customer-link and session tokens."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 from tenantry.api.dashboard.charts import bar_chart, nice_ceiling
 from tenantry.api.dashboard.fleet import Query, rows_of, select
 from tenantry.api.dashboard.service import words
+from tenantry.api.dashboard.views import metric_views
 from tenantry.api.errors import Forbidden
 from tenantry.api.links import Links
+from tenantry.api.quotas.schemas import QuotaState
 
 
 def tenant(i: int, plan: str, ready: str | None) -> dict[str, Any]:
@@ -47,6 +49,28 @@ def test_search_filters_and_pages() -> None:
     assert select(rows, Query(plan="pro", health="failing"), 50).matched == 0
     assert select(rows, Query(page=99), 50).page == 20  # past the end: the last page
     assert page.plans == ["pro", "starter"]
+
+
+def test_usage_per_day_is_a_running_total_or_the_day_s_peak() -> None:
+    def hour(day: int, at: int) -> dt.datetime:
+        return dt.datetime(2030, 1, day, at, tzinfo=dt.UTC)
+
+    hours = {
+        "calls": [(hour(1, 3), 5), (hour(1, 9), 2), (hour(3, 0), 4)],
+        "devices": [(hour(1, 3), 5), (hour(1, 9), 2), (hour(3, 0), 4)],
+    }
+    quota = QuotaState(limit=100, used=11, remaining=89, period="2030-01-01/2030-02-01")
+    calls, devices, idle = metric_views(
+        [("calls", "count", 100), ("devices", "max", None), ("idle", "sum", None)],
+        {"calls": 11, "devices": 5},
+        hours,
+        {"calls": quota},
+    )
+    assert calls.days == [("2030-01-01", 7), ("2030-01-03", 11)]
+    assert (calls.used, calls.remaining, calls.chart.limit_text) == (11, 89, "limit 100")
+    assert devices.days == [("2030-01-01", 5), ("2030-01-03", 4)]
+    assert (devices.used, devices.remaining, devices.chart.limit_y) == (5, None, None)
+    assert (idle.used, idle.days) == (0, [])
 
 
 def test_chart_scales_to_a_round_ceiling_and_draws_the_limit() -> None:
