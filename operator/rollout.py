@@ -57,7 +57,7 @@ from tenantry.operator.charts_source import chart_ref
 from tenantry.operator.context import Context
 from tenantry.operator.reconcile import Logger
 
-SETTLE = 0.2
+SETTLE = 0.05
 """Seconds to let a burst of Tenant changes settle before the next step."""
 IDLE = 300.0
 """Seconds between steps when nothing asks for one sooner (a safety net, not a clock)."""

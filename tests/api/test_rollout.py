@@ -83,7 +83,7 @@ class Fleet:
         with httpx.Client(base_url=self.api.url, timeout=10) as client:
             while not self.stopping.is_set():
                 for name, version in self.running().items():
-                    if version is None or self.reported.get(name) == version:
+                    if name not in self.keys or version in (None, self.reported.get(name)):
                         continue
                     failing = name == self.names[FAILING] and version == "2.0.0"
                     answer = client.post(
@@ -140,13 +140,24 @@ def test_a_new_version_rolls_out_in_waves_stops_at_a_failed_gate_and_rolls_it_ba
              "metadata": {"name": f"{name}-instance", "namespace": control},
              "spec": {"tenantRef": {"name": name}}},
         ]  # fmt: skip
+    # One more, pinned to 1.0.0: left alone, and not counted.
+    pinned = f"fleet-{suffix}-pinned"
+    documents += [
+        {"apiVersion": API, "kind": "Tenant",
+         "metadata": {"name": pinned, "namespace": control},
+         "spec": {"displayName": pinned, "billingEmail": f"billing@{pinned}.example",
+                  "chartVersion": "1.0.0"}},
+        {"apiVersion": API, "kind": "Subscription",
+         "metadata": {"name": pinned, "namespace": control},
+         "spec": {"tenantRef": {"name": pinned}, "planRef": {"name": plan}}},
+    ]  # fmt: skip
     kube.apply(*documents)
     wait_for(
         lambda: (
             all(is_ready(t) for t in fleet.tenants().values())
             and set(fleet.running().values()) == {"1.0.0"}
         ),
-        "30 Tenants Ready on 1.0.0",
+        "31 Tenants Ready on 1.0.0",
         timeout=240,
     )
     for name in fleet.names:
@@ -191,10 +202,12 @@ def test_a_new_version_rolls_out_in_waves_stops_at_a_failed_gate_and_rolls_it_ba
         # before stay on 2.0.0; the waves after were never started.
         moved = {fleet.names[CANARY], *fleet.names[:20]} - {bad}
         expected = {name: "2.0.0" if name in moved else "1.0.0" for name in fleet.names}
+        expected[pinned] = "1.0.0"
         wait_for(lambda: fleet.running() == expected, "the failed tenant rolled back to 1.0.0",
                  timeout=60)  # fmt: skip
         final = fleet.rollout()
         assert (final["updated"], final["failed"], final["pending"]) == (20, 1, 9)
+        assert "1 pinned left alone" in final["message"]
         printed = kube.kubectl("get", "plan", plan).splitlines()
         assert printed[0].split()[-6:] == ["VERSION", "ROLLOUT", "UPDATED", "PENDING", "FAILED",
                                            "AGE"]  # fmt: skip
