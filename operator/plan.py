@@ -13,25 +13,14 @@ from typing import Any
 
 import kopf
 
-from tenantry.core.conditions import Observed, find
 from tenantry.core.readiness import plan_ready
 from tenantry.core.resources import GROUP, VERSION, PlanKind, PlanSpec, PlanStatus
 from tenantry.operator import errors, sharding
 from tenantry.operator.context import Context
 from tenantry.operator.errors import StripeUnavailable
-from tenantry.operator.reconcile import Logger, Reconcile, prior_status, reconciling
+from tenantry.operator.reconcile import Logger, prior_status, reconciling
 from tenantry.operator.stripe import plans as stripe_plans
 from tenantry.operator.stripe.sync import STRIPE_SYNCED
-
-
-def holding(r: Reconcile, type_: str) -> Observed | None:
-    """The condition of `type_` the status will hold after this pass: observed now, or
-    kept from the last pass (a Stripe step that found Stripe in step observes nothing)."""
-    seen = [o for o in r.observed if o.type == type_]
-    if seen:
-        return seen[-1]
-    kept = find(r.prior_conditions, type_)
-    return None if kept is None else Observed(kept.type, kept.status, kept.reason, kept.message)
 
 
 async def reconcile(
@@ -44,7 +33,7 @@ async def reconcile(
         spec = r.spec(PlanSpec)
         if ctx.stripe is not None:
             retry = await stripe_plans.keep_in_step(ctx.stripe, r, spec, prior.stripe, logger)
-        r.observe(plan_ready(holding(r, STRIPE_SYNCED), stripe_on=ctx.stripe is not None))
+        r.observe(plan_ready(r.holds(STRIPE_SYNCED), stripe_on=ctx.stripe is not None))
     return r.status(), retry
 
 

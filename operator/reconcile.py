@@ -58,6 +58,14 @@ class Reconcile:
     def observe(self, seen: Observed) -> None:
         self.observed.append(seen)
 
+    def holds(self, type_: str) -> Observed | None:
+        """The condition of `type_` the status will hold after this pass (observed now,
+        or kept from the last pass, as `merge_conditions` decides); none if neither."""
+        merged = merge_conditions(self.prior_conditions, self.observed, self.generation, self.now)
+        found = find(merged, type_)
+        return None if found is None else Observed(found.type, found.status, found.reason,
+                                                   found.message)  # fmt: skip
+
     def set(self, **fields: Any) -> None:
         """Status fields, by their wire (camelCase) names."""
         self.fields.update(fields)
