@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client import values as prometheus_values
@@ -115,6 +116,27 @@ STRIPE_OLDEST_PENDING = Gauge(
 )
 
 
+_RECEIVED = {True: "new", False: "duplicate"}
+
+
+def stripe_event_received(new: bool) -> None:
+    _child(STRIPE_EVENTS_RECEIVED, _RECEIVED[new]).inc()
+
+
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+"""Each metric's child per label values: `labels()` looks them up under a lock, with
+its arguments checked, and the request path counts on every request. The label values
+are bounded (routes, methods, statuses, outcomes), and so is this."""
+
+
+def _child(metric: Any, *values: str) -> Any:
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def summing_across_workers() -> bool:
     """Whether this process writes its metrics where the metrics port reads them."""
     return prometheus_values.ValueClass is not prometheus_values.MutexValue
@@ -154,6 +176,6 @@ class RequestMetrics:
             # The router writes the matched route into the scope it was given.
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in METHODS else "other"
-            REQUEST_SECONDS.labels(method=method, route=route, status=str(status)).observe(
+            _child(REQUEST_SECONDS, method, route, str(status)).observe(
                 time.perf_counter() - started
             )

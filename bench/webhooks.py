@@ -332,28 +332,31 @@ async def turns(
     api = process_tree(stack.processes[0].pid)
     bare = process_tree(stack.processes[1].pid)
     postgres = process_tree(stack.postgres.service.process.pid)
-    totals = dict.fromkeys(("api_n", "api_s", "api_cpu", "pg_cpu", "bare_n", "bare_s",
-                            "bare_cpu", "backlog", "drain_s"), 0.0)  # fmt: skip
+    totals = dict.fromkeys(("api_n", "api_s", "api_cpu", "pg_cpu", "api_client_cpu", "bare_n",
+                            "bare_s", "bare_cpu", "bare_client_cpu", "backlog", "drain_s"),
+                           0.0)  # fmt: skip
     turn = seconds / 2 / THROUGHPUT_ROUNDS
     share = len(requests) // THROUGHPUT_ROUNDS
 
     async def api_turn(events: list[bytes]) -> None:
-        before = cpu_seconds(api), cpu_seconds(postgres)
+        before = cpu_seconds(api), cpu_seconds(postgres), time.process_time()
         sent, elapsed = await closed_loop(stack.api_port, events, connections, turn, expect)
         totals["api_n"] += sent
         totals["api_s"] += elapsed
         totals["api_cpu"] += cpu_seconds(api) - before[0]
         totals["pg_cpu"] += cpu_seconds(postgres) - before[1]
+        totals["api_client_cpu"] += time.process_time() - before[2]
         backlog, drained = await drain_rate(stack.postgres.url)
         totals["backlog"] += backlog
         totals["drain_s"] += drained
 
     async def bare_turn(events: list[bytes]) -> None:
-        before = cpu_seconds(bare)
+        before = cpu_seconds(bare), time.process_time()
         sent, elapsed = await closed_loop(stack.bare_port, events, connections, turn, expect)
         totals["bare_n"] += sent
         totals["bare_s"] += elapsed
-        totals["bare_cpu"] += cpu_seconds(bare) - before
+        totals["bare_cpu"] += cpu_seconds(bare) - before[0]
+        totals["bare_client_cpu"] += time.process_time() - before[1]
 
     for round_ in range(THROUGHPUT_ROUNDS):  # the order swapped each round
         events = requests[round_ * share : (round_ + 1) * share]
@@ -369,6 +372,8 @@ async def turns(
         "webhook_api_cpu_ms": totals["api_cpu"] / totals["api_n"] * 1000,
         "webhook_pg_cpu_ms": totals["pg_cpu"] / totals["api_n"] * 1000,
         "bare_cpu_ms": totals["bare_cpu"] / totals["bare_n"] * 1000,
+        "api_client_cpu_ms": totals["api_client_cpu"] / totals["api_n"] * 1000,
+        "bare_client_cpu_ms": totals["bare_client_cpu"] / totals["bare_n"] * 1000,
         "processed_per_s": totals["backlog"] / totals["drain_s"],
     }
 
@@ -417,6 +422,9 @@ def report(f: dict[str, Any], workers: int) -> None:
     api_cpu, pg_cpu = f["webhook_api_cpu_ms"], f["webhook_pg_cpu_ms"]
     print(f"CPU per request: webhook {api_cpu:.3f} ms in the API and {pg_cpu:.3f} ms in "
           f"PostgreSQL; bare {f['bare_cpu_ms']:.3f} ms")  # fmt: skip
+    # On the same cores: what the load client spends weighs on both throughputs alike.
+    print(f"  the load client's, per request:  webhook {f['api_client_cpu_ms']:.3f} ms, "
+          f"bare {f['bare_client_cpu_ms']:.3f} ms")  # fmt: skip
     print(f"at {RATE}/s: webhook p50 {hook_p50:.2f} ms, mean {hook_mean:.2f} ms, "
           f"p99 {hook_p99:.2f} ms; "
           f"bare p50 {bare_p50:.2f} ms, p99 {bare_p99:.2f} ms")  # fmt: skip

@@ -6,15 +6,15 @@ stored only when its signature is Stripe's: a delivery that fails the check
 The event is stored under its id, so Stripe's retries and replays count as
 deliveries of one event; the worker (worker.py) processes it, not this request.
 
-The route is on Stripe's clock: `StripeWebhooks`, an ASGI middleware, hands its
-requests to the endpoint ahead of FastAPI's routing, dependency resolution and
-exception middleware, which would cost as much again as verifying the event.
+The route is on Stripe's clock: `StripeWebhooks`, an ASGI middleware, answers
+its requests ahead of FastAPI's routing, dependency resolution and exception
+middleware, reading them from the ASGI scope: those layers, and Starlette's
+request and response objects, would cost as much again as verifying the event.
 The route stays declared, for the API's description, and answers the same.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -22,6 +22,7 @@ import stripe
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tenantry.api import metrics
@@ -36,7 +37,6 @@ from tenantry.api.errors import (
 )
 from tenantry.api.runtime import Runtime
 from tenantry.api.stripe import repository as repo
-from tenantry.api.usage.endpoints import read_body
 
 router = APIRouter(tags=["stripe"])
 WEBHOOK_PATH = "/webhooks/stripe"
@@ -147,7 +147,7 @@ def _event(payload: str) -> repo.NewEvent:
     return repo.NewEvent(
         id=head.id,
         type=head.type,
-        created=dt.datetime.fromtimestamp(head.created, dt.UTC),
+        created=head.created,
         object_id=head.data.object.id,
         payload=payload,
     )
@@ -190,29 +190,37 @@ async def stripe_webhook(request: Request) -> Response:
     missing or expired signature, or not an event) and 422 for an event PostgreSQL
     cannot hold: nothing of either is stored. 503 while the database is away, or when
     Stripe is not configured here."""
-    # No dependencies, the header read by hand: this route is on Stripe's clock.
-    rt: Runtime = request.app.state.runtime
+    # Served by StripeWebhooks, ahead of the router; answered the same if reached here.
+    answer = await _acknowledge(request.scope, request.receive)
+    return Response(answer, status_code=202, media_type="application/json")
+
+
+async def _acknowledge(scope: Scope, receive: Receive) -> bytes:
+    """The delivery verified and its event stored: the body of its 202."""
+    rt: Runtime = scope["app"].state.runtime
     worker = rt.stripe
     if worker is None or worker.settings.webhook_secret is None:
         raise Unavailable(NOT_CONFIGURED, code="stripe_not_configured")
     secret = worker.settings.webhook_secret.get_secret_value()
-    body = await read_body(request, rt.settings.max_body_bytes)
-    signature = request.headers.get("stripe-signature")
+    body = await _read_body(receive, rt.settings.max_body_bytes)
+    signature = _header(scope, b"stripe-signature")
     event = verified(body, signature, secret, worker.settings.webhook_tolerance)
     new = await worker.store(event)
-    metrics.STRIPE_EVENTS_RECEIVED.labels(delivery="new" if new else "duplicate").inc()
+    metrics.stripe_event_received(new)
     # Built by hand: a model validated and serialized per delivery costs more than the check.
-    answer = b'{"received":true,"id":%s,"duplicate":%s}' % (
+    return b'{"received":true,"id":%s,"duplicate":%s}' % (
         json.dumps(event.id).encode(),
         b"false" if new else b"true",
     )
-    return Response(answer, status_code=202, media_type="application/json")
+
+
+_ACCEPTED = [(b"content-type", b"application/json")]
 
 
 class StripeWebhooks:
-    """ASGI middleware: `POST /webhooks/stripe` to `stripe_webhook` directly, its
-    refusals (ApiError) and failures answered as the API answers them; anything else
-    goes on to the application."""
+    """ASGI middleware: `POST /webhooks/stripe` answered here, as `stripe_webhook` answers
+    it, its refusals (ApiError) and failures answered as the API answers them; anything
+    else goes on to the application."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -225,14 +233,50 @@ class StripeWebhooks:
         scope["route"] = _ROUTE
         response: Response
         try:
-            response = await stripe_webhook(Request(scope, receive))
+            answer = await _acknowledge(scope, receive)
         except ApiError as error:
             response = JSONResponse(
                 error.body(), status_code=error.status_code, headers=error.headers
             )
         except Exception as error:  # answered as every route's failures are
             response = unexpected(WEBHOOK_PATH, error)
+        else:
+            length = (b"content-length", b"%d" % len(answer))
+            await send({"type": "http.response.start", "status": 202,
+                        "headers": [*_ACCEPTED, length]})  # fmt: skip
+            await send({"type": "http.response.body", "body": answer})
+            return
         await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a header (the server gives their names in lower case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The body, refused with 413 once it passes `limit` bytes (its declared length is
+    checked before, by BodyLimit)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"The body is {size} bytes or more; the limit is {limit} "
+                "(TENANTRY_MAX_BODY_BYTES).",
+                details={"limit_bytes": limit},
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 _ROUTE = next(route for route in router.routes if getattr(route, "path", None) == WEBHOOK_PATH)

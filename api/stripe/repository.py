@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 # ------------------------------------------------------------------ events
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     """A verified event as received, to store."""
 
     id: str
     type: str
-    created: dt.datetime
+    created: int  # Stripe's time of the event, in Unix seconds, as the event says
     object_id: str | None
     payload: str  # the body as Stripe sent it
 
@@ -54,7 +54,7 @@ async def store_events(conn: psycopg.AsyncConnection[Any], events: Sequence[NewE
         (
             [e.id for e in unique],
             [e.type for e in unique],
-            [int(e.created.timestamp()) for e in unique],
+            [e.created for e in unique],
             [e.object_id for e in unique],
             [e.payload for e in unique],
             [deliveries[e.id] for e in unique],

@@ -1,14 +1,17 @@
 """Stripe's events, stored as they arrive and processed in the background: each once,
 on any number of replicas.
 
-Storing: a delivery that finds one of the STORE_CONNECTIONS free writes at
-once, itself and whatever has queued; when all are writing, deliveries queue
-and go together in the next write. So a light load waits for no other write
-(one round trip each), and a heavy one is written in groups (fewer statements
-than deliveries, the database's work per event falls). A write is one
-statement in autocommit (one round trip, one commit) on a connection kept for
-storing. Each request gets its answer only after the commit that holds its
-event. A group that fails for a reason other than the
+Storing: a delivery that finds no write on its way writes at once, on one of
+STORE_CONNECTIONS connections kept for storing; one that finds a write on its
+way queues, and the queue goes as one group when that write ends. So a light
+load waits for no other write (one round trip each), and a heavy one is
+written in groups as large as the load makes them (fewer statements than
+deliveries: the work per event of both the API and the database falls). A
+queue whose write has not ended within STALL seconds goes on another of the
+connections: one slow write (a replay waiting for its event's processing)
+holds up no other delivery for longer. A write is one statement in autocommit
+(one round trip, one commit). Each request gets its answer only after the
+commit that holds its event. A group that fails for a reason other than the
 database being away is written again one event at a time, so an event
 PostgreSQL refuses fails only its own request.
 
@@ -69,6 +72,10 @@ MAX_GROUP = 500
 """Events stored in one statement at most."""
 STORE_CONNECTIONS = 3
 """Connections each process keeps for storing: writes on their way at once, at most."""
+STALL = 0.02
+"""Seconds queued deliveries wait for the write on its way before another connection
+writes them: far longer than a group's write takes (a few milliseconds), so under load
+one write follows another and groups grow, and far shorter than Stripe's patience."""
 QUIET = 0.05
 MAX_DEFER = 1.0
 """Acknowledging comes first: Stripe waits for it, and retries what it does not get in
@@ -121,7 +128,7 @@ class StripeWorker:
         self._task: asyncio.Task[None] | None = None
         self._pending: list[_Pending] = []
         self._lanes = tuple(_Lane() for _ in range(STORE_CONNECTIONS))
-        self._writers: set[asyncio.Task[None]] = set()  # kept referenced while they run
+        self._writers: set[asyncio.Task[None]] = set()
         self._stored_at = 0.0  # the event loop's time of the last delivery
 
     @classmethod
@@ -157,32 +164,57 @@ class StripeWorker:
         after the commit that holds it."""
         pending = _Pending(event)
         self._pending.append(pending)
-        self._stored_at = asyncio.get_running_loop().time()
-        lane = next((lane for lane in self._lanes if not lane.busy), None)
-        if lane is not None:
-            # A free connection: this request writes what is queued (itself included), and
-            # leaves what comes meanwhile to a task, so its own answer waits for no other.
+        loop = asyncio.get_running_loop()
+        self._stored_at = loop.time()
+        if any(lane.busy for lane in self._lanes):
+            if len(self._pending) == 1:  # the head of a new queue: watch that it goes
+                loop.call_later(STALL, self._relieve, pending)
+        else:
+            # Nothing on its way: this request writes at once, and what queues meanwhile
+            # goes after it (a task), so its own answer waits for no other.
+            lane = self._lanes[0]
             lane.busy = True
             try:
                 await self._write_next(lane)
             finally:
-                if self._pending:
-                    writer = asyncio.create_task(self._write_rest(lane))
-                    self._writers.add(writer)
-                    writer.add_done_callback(self._writers.discard)
-                else:
-                    lane.busy = False
+                self._after_write(lane)
         return await pending.future
 
-    async def _write_rest(self, lane: _Lane) -> None:
-        try:
-            while self._pending:
+    def _after_write(self, lane: _Lane) -> None:
+        """The queue goes next on `lane` when no other write is on its way; otherwise
+        `lane` is freed and the queue waits for that write, or STALL."""
+        if self._pending and not any(other.busy for other in self._lanes if other is not lane):
+            self._write_queue(lane)
+            return
+        lane.busy = False
+        if self._pending:
+            asyncio.get_running_loop().call_later(STALL, self._relieve, self._pending[0])
+
+    def _relieve(self, head: _Pending) -> None:
+        """The queue `head` leads has waited STALL: a free connection writes it (when
+        every one is writing, the first to end watches the queue again)."""
+        if not self._pending or self._pending[0] is not head:
+            return  # it went with a write already
+        lane = next((lane for lane in self._lanes if not lane.busy), None)
+        if lane is not None:
+            lane.busy = True
+            self._write_queue(lane)
+
+    def _write_queue(self, lane: _Lane) -> None:
+        async def write() -> None:
+            try:
                 await self._write_next(lane)
-        finally:
-            lane.busy = False
+            finally:
+                self._after_write(lane)
+
+        writer = asyncio.create_task(write())
+        self._writers.add(writer)  # kept referenced while it runs
+        writer.add_done_callback(self._writers.discard)
 
     async def _write_next(self, lane: _Lane) -> None:
         group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        if self._pending:  # beyond one group: the rest waits for this write, or STALL
+            asyncio.get_running_loop().call_later(STALL, self._relieve, self._pending[0])
         try:
             await self._commit(lane, group)
         except _UNAVAILABLE as error:
