@@ -203,6 +203,30 @@ def test_an_exhausted_coupon_is_degraded() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        ("Progressing", "Progressing"),
+        ("Waiting", "Progressing"),
+        ("Paused", "Suspended"),
+        ("Failed", "Degraded"),
+        ("Complete", "Healthy"),
+    ],
+)
+def test_a_plans_rollout_shows_in_its_health(phase: str, expected: str) -> None:
+    message = "Wave 1: 3 of 10 passed their gate, 7 waiting; 4 updated, 90 pending."
+    rollout = {"targetVersion": "1.5.0", "phase": phase, "message": message,
+               "startedAt": "2031-03-10T12:00:00+00:00"}  # fmt: skip
+    status = ready("True", "Valid", "Subscriptions may name it.", rollout=rollout)
+    shown = health("Plan", with_status("Plan", status))
+    assert shown[0] == expected
+    if phase != "Complete":
+        assert shown[1] == f"Rollout {phase}: {message}"
+    # An invalid Plan is Degraded whatever its rollout says.
+    invalid = ready("False", "InvalidSpec", "price.amount: negative.", rollout=rollout)
+    assert health("Plan", with_status("Plan", invalid))[0] == "Degraded"
+
+
 def test_messages_pass_through_unchanged() -> None:
     message = 'Stripe said "No such price": price_ü\\1'
     status = ready("False", "StripeRefused", message)

@@ -42,6 +42,13 @@ elseif ready.status == "True" then
       and (status.state == "unpaid" or status.state == "canceled") then
     -- Its instance is scaled to zero until payment (unpaid) or for good (canceled).
     hs.status = "Suspended"
+  elseif obj.kind == "Plan" and status.rollout ~= nil
+      and status.rollout.phase ~= nil and status.rollout.phase ~= "Complete" then
+    -- A rollout of its chart version: under way, paused, or stopped by a failed gate.
+    local phases = {Progressing = "Progressing", Waiting = "Progressing",
+                    Paused = "Suspended", Failed = "Degraded"}
+    hs.status = phases[status.rollout.phase] or "Progressing"
+    hs.message = "Rollout " .. status.rollout.phase .. ": " .. (status.rollout.message or "")
   end
 end
 return hs
