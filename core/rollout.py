@@ -334,7 +334,9 @@ def _gate(tenant: TenantView, fleet: Fleet, state: RolloutStatus) -> _Verdict:
         if tenant.healthy is True:
             return _Verdict()
         if tenant.healthy is False:
-            return _Verdict(failure="its instance reported itself not healthy after the move")
+            return _Verdict(
+                failure="its instance was not healthy after the move (InstanceHealthy=False)"
+            )
     if state.wave_passed_at is not None:
         return _Verdict()
     timeout = fleet.settings.gate_timeout_seconds

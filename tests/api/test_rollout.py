@@ -28,6 +28,7 @@ CHART = "fleet-app"
 COUNT = 30
 CANARY = 29  # labelled for the canary wave; the others go in order of name
 FAILING = 15  # in wave 2 (tenants 10 to 19)
+BEAT = 20.0  # seconds between an instance's heartbeats (the API's timeout is 180 s)
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +79,18 @@ class Fleet:
         return dig(self.kube.get("plan", self.plan), "status", "rollout") or {}
 
     def instances(self) -> None:
-        """Each instance reports once per version it comes to run (the failing one, on
-        2.0.0, reports itself unhealthy); until `stopping` is set."""
+        """Each instance beats as the SDK does: at once when it comes to run another
+        version, and every BEAT seconds (a silent one turns InstanceHealthy False, which
+        fails a rollout too); the failing one, on 2.0.0, says it is unhealthy. Until
+        `stopping` is set."""
+        beaten: dict[str, float] = {}
         with httpx.Client(base_url=self.api.url, timeout=10) as client:
             while not self.stopping.is_set():
                 for name, version in self.running().items():
-                    if name not in self.keys or version in (None, self.reported.get(name)):
+                    if name not in self.keys or version is None:
+                        continue
+                    due = beaten.get(name, 0.0) + BEAT <= time.monotonic()
+                    if self.reported.get(name) == version and not due:
                         continue
                     failing = name == self.names[FAILING] and version == "2.0.0"
                     answer = client.post(
@@ -92,7 +99,7 @@ class Fleet:
                         json={"version": version, "health": "unhealthy" if failing else "healthy"},
                     )
                     assert answer.status_code == 202, answer.text
-                    self.reported[name] = version
+                    self.reported[name], beaten[name] = version, time.monotonic()
                 time.sleep(0.3)
 
 
@@ -197,7 +204,7 @@ def test_a_new_version_rolls_out_in_waves_stops_at_a_failed_gate_and_rolls_it_ba
         bad = fleet.names[FAILING]
         assert failed["failedTenants"] == [f"{control}/{bad}"]
         assert failed["currentWave"] == 2
-        assert "reported itself not healthy" in failed["message"]
+        assert "not healthy after the move" in failed["message"]
         # The failed tenant goes back to 1.0.0; the rest of its wave and the waves
         # before stay on 2.0.0; the waves after were never started.
         moved = {fleet.names[CANARY], *fleet.names[:20]} - {bad}

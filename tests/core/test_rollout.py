@@ -199,7 +199,7 @@ def test_a_move_not_applied_yet_is_asked_for_again() -> None:
         (
             {"healthy": False},
             20,
-            "its instance reported itself not healthy after the move",
+            "its instance was not healthy after the move (InstanceHealthy=False)",
         ),
         ({"release_status": "failed", "last_heartbeat": T0 - seconds(30)}, 20, "release failed"),
         ({"last_heartbeat": T0 - seconds(30)}, 300, "no healthy heartbeat within 300 s"),
@@ -407,7 +407,9 @@ def test_thirty_tenants_in_waves_with_one_failing_its_gate() -> None:
     assert {running[f"tenant/t{i}"] for i in range(17, 30)} == {OLD}
     assert (state.updated, state.failed, state.pending) == (16, 1, 13)
     assert log[0] == f"Started the rollout of {NEW} (last good: {OLD})."
-    assert log[-1].startswith(f"Failed the rollout of {NEW}: tenant/t13: its instance reported")
+    assert log[-1].startswith(
+        f"Failed the rollout of {NEW}: tenant/t13: its instance was not healthy"
+    )
 
     # Nothing moves again until the Plan names another version; then everyone gets there.
     for _ in range(3):
