@@ -244,13 +244,15 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
     wakeups: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     @kopf.index(*plans, id="plan_rollouts", registry=registry)
-    def plan_rollouts(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]] | None:
+    async def plan_rollouts(
+        name: str, body: kopf.Body, **_: Any
+    ) -> dict[str, dict[str, Any]] | None:
         # For Tenants new to a Plan: they start on its last good version.
         rollout = body.status.get("rollout")
         return {name: dict(rollout)} if rollout else None
 
     @kopf.index(*tenants, id="tenants_by_plan", when=sharding.cluster_wide, registry=registry)
-    def tenants_by_plan(
+    async def tenants_by_plan(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[str, dict[str, Any]] | None:
         plan = body.status.get("plan")
@@ -258,6 +260,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any) -> None:
             return None
         # The index is updated on every change of a Tenant, before any handler: the
         # place to wake its Plan's loop (an event handler would log every Tenant change).
+        # Async, so it runs on the loop: an asyncio.Event is not set from another thread.
         wakeups[plan].set()
         return {plan: tenant_entry(namespace, name, body)}
 

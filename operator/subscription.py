@@ -362,7 +362,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
 
     @kopf.index(GROUP, VERSION, TenantKind.plural, id="tenants_by_name", when=sharding.tenants,
                 registry=registry)  # fmt: skip
-    def tenants_by_name(
+    async def tenants_by_name(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str], dict[str, Any]]:
         return {
@@ -370,11 +370,11 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, interval: float) -> N
         }
 
     @kopf.index(GROUP, VERSION, CouponKind.plural, id="coupons_by_name", registry=registry)
-    def coupons_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def coupons_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: copy.deepcopy(dict(body.spec))}
 
     @kopf.index(GROUP, VERSION, TaxRateKind.plural, id="taxrates_by_name", registry=registry)
-    def taxrates_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def taxrates_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: copy.deepcopy(dict(body.spec))}
 
     async def run(

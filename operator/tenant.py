@@ -473,7 +473,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
 
     @kopf.index(GROUP, VERSION, SubscriptionKind.plural, id="subscriptions_by_tenant",
                 when=sharding.tenant_parts, registry=registry)  # fmt: skip
-    def subscriptions_by_tenant(
+    async def subscriptions_by_tenant(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str], dict[str, Any]]:
         tenant = (body.spec.get("tenantRef") or {}).get("name", "")
@@ -487,7 +487,7 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         }
 
     @kopf.index(GROUP, VERSION, PlanKind.plural, id="plans_by_name", registry=registry)
-    def plans_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def plans_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: copy.deepcopy(dict(body.spec))}
 
     async def run(

@@ -232,7 +232,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.index(GROUP, VERSION, TenantKind.plural, id="stripe_customers_by_tenant",
                 when=sharding.tenants, registry=registry)  # fmt: skip
-    def stripe_customers_by_tenant(
+    async def stripe_customers_by_tenant(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str | None, str], str]:
         customer = body.status.get("stripeCustomerId")

@@ -128,6 +128,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     plans = (GROUP, VERSION, PlanKind.plural)
 
     @kopf.index(*plans, id="stripe_plans_by_name", registry=registry)
-    def stripe_plans_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    async def stripe_plans_by_name(
+        name: str, body: kopf.Body, **_: Any
+    ) -> dict[str, dict[str, Any]]:
         ids = body.status.get("stripe")
         return {name: copy.deepcopy(dict(ids))} if ids else {}
