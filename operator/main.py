@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -65,23 +62,6 @@ def name_objects_in_logs() -> None:
     # pyhelm3 logs each command without the object it is for; the handlers log what
     # matters (a failure, with helm's message) on the object's own logger.
     logging.getLogger("pyhelm3").setLevel(logging.ERROR)
-
-
-M_ARENA_MAX = -8  # glibc's mallopt() parameter, as MALLOC_ARENA_MAX sets it
-
-
-def cap_malloc_arenas(arenas: int = 2) -> None:
-    """Let glibc keep at most `arenas` malloc arenas, unless MALLOC_ARENA_MAX says otherwise.
-
-    The operator is one asyncio thread, yet threads come and go beside it (asyncio
-    waits on each helm process from a thread of its own; the metrics server), and
-    glibc gives threads arenas of their own, up to eight per core: memory freed in one
-    is not reused by another, and the resident size grows with the helm processes
-    run, not with the work kept. Called before any thread starts."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: musl has no such arenas
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
 
 
 def context_of(memo: kopf.Memo) -> Context:
@@ -195,7 +175,6 @@ def run(
 ) -> None:
     """Run until interrupted. Several replicas keep one acting by kopf peering
     (see operator/peering.py); `standalone` acts alone, whatever else runs."""
-    cap_malloc_arenas()
     name_objects_in_logs()
     metrics.serve(config.metrics_port)
     registry = build_registry(config)
