@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,14 +19,17 @@ TIMEOUT = 4
 
 
 @pytest.fixture(scope="module")
-def fast_api(start_api: Any) -> ApiServer:
-    """An API that calls an instance silent after a few seconds, and sweeps every second."""
+def fast_api(start_api: Any) -> Iterator[ApiServer]:
+    """An API that calls an instance silent after a few seconds, and sweeps every second;
+    stopped with this module: its sweeps reach every Tenant of the shared cluster, and
+    would call the instances of later tests silent within seconds."""
     server: ApiServer = start_api(
         TENANTRY_HEARTBEAT_TIMEOUT=str(TIMEOUT),
         TENANTRY_HEARTBEAT_SWEEP_INTERVAL="1",
         TENANTRY_HEARTBEAT_STATUS_INTERVAL="2",
     )
-    return server
+    yield server
+    server.stop()
 
 
 async def beat(server: ApiServer, key: str, **body: Any) -> httpx.Response:
