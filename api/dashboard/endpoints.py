@@ -2,7 +2,9 @@
 and two JSON routes that make a customer's link (documented).
 
 Team pages need a session (`session.py`); a browser without one is sent to
-the sign-in page. Every form posts its CSRF token. Customer pages take their
+the sign-in page. A page, which changes nothing, looks its session's sign-out up
+while it reads (PageRoute sends nothing before the answer); a form, before it
+acts. Every form posts its CSRF token. Customer pages take their
 signed link in the path and show that one tenant only: an invoice of another
 tenant through it is as unknown as a missing one. Refusals render as a page
 with the API's own message and status.
@@ -10,6 +12,7 @@ with the API's own message and status.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import logging
@@ -68,7 +71,10 @@ class PageRoute(APIRoute):
         async def page(request: Request) -> Response:
             began = time.perf_counter()
             try:
-                response = await handle(request)
+                try:
+                    response = await handle(request)
+                finally:
+                    await _still_signed_in(request)
             except SignInRequired:
                 target = quote(
                     request.url.path + (f"?{request.url.query}" if request.url.query else ""),
@@ -113,10 +119,30 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 async def session(request: Request, rt: RuntimeDep) -> Session:
+    """A form's session: its sign-out looked up in Redis before the form acts."""
     return await _dashboard(rt).sessions.current(request, utcnow())
 
 
+async def viewing_session(request: Request, rt: RuntimeDep) -> Session:
+    """A page's session. A page changes nothing, so only its cookie's signature is checked
+    before it reads and renders; its sign-out is looked up in Redis meanwhile, and PageRoute
+    waits for that answer before sending anything: a signed-out cookie still gets only the
+    sign-in page, never the page or a refusal."""
+    sessions = _dashboard(rt).sessions
+    current = sessions.signed(request, utcnow())
+    request.state.sign_out = asyncio.ensure_future(sessions.signed_out(current))
+    return current
+
+
+async def _still_signed_in(request: Request) -> None:
+    """SignInRequired if the page's session was signed out (`viewing_session`)."""
+    lookup: asyncio.Future[bool] | None = getattr(request.state, "sign_out", None)
+    if lookup is not None and await lookup:
+        raise SignInRequired
+
+
 SessionDep = Annotated[Session, Depends(session)]
+ViewerDep = Annotated[Session, Depends(viewing_session)]
 BillingReader = Annotated[Caller, Depends(scoped("billing:read"))]
 
 
@@ -189,7 +215,7 @@ async def logout(request: Request, rt: RuntimeDep, current: SessionDep) -> Respo
 async def fleet_page(
     request: Request,
     rt: RuntimeDep,
-    current: SessionDep,
+    current: ViewerDep,
     q: str = "",
     plan: str = "",
     state: str = "",
@@ -204,7 +230,8 @@ async def fleet_page(
         health=health if health in HEALTHS else "",
         page=page,
     )
-    found = select(await board.fleet.rows(), query, board.settings.page_size)
+    fleet = await board.fleet.listing()
+    found = select(fleet.rows, query, board.settings.page_size, fleet.choices)
 
     def link(number: int) -> str:
         params = {
@@ -251,7 +278,7 @@ async def tenant_page(
     namespace: Namespace,
     name: Name,
     rt: RuntimeDep,
-    current: SessionDep,
+    current: ViewerDep,
     revoked: str = "",
 ) -> Response:
     now = utcnow()
@@ -312,7 +339,7 @@ async def make_customer_link(
 
 @router.get("/dashboard/invoices/{invoice_id}")
 async def invoice_page(
-    request: Request, invoice_id: str, rt: RuntimeDep, current: SessionDep
+    request: Request, invoice_id: str, rt: RuntimeDep, current: ViewerDep
 ) -> Response:
     invoice = await rt.billing.invoice(_invoice_id(invoice_id))
     namespace, _, name = invoice.tenant.partition("/")
@@ -329,24 +356,25 @@ async def invoice_page(
 
 @router.get("/dashboard/invoices/{invoice_id}/document")
 async def invoice_document(
-    request: Request, invoice_id: str, rt: RuntimeDep, current: SessionDep
+    request: Request, invoice_id: str, rt: RuntimeDep, current: ViewerDep
 ) -> Response:
     return _document(request, await rt.billing.invoice(_invoice_id(invoice_id)))
 
 
 @router.get("/dashboard/invoices/{invoice_id}/pdf")
 async def invoice_pdf(invoice_id: str, rt: RuntimeDep, current: SessionDep) -> Response:
+    # Checked first: a PDF costs far more than the lookup it would hide.
     return await _pdf(rt, await rt.billing.invoice(_invoice_id(invoice_id)))
 
 
 @router.get("/dashboard/revenue")
-async def revenue_page(request: Request, rt: RuntimeDep, current: SessionDep) -> Response:
+async def revenue_page(request: Request, rt: RuntimeDep, current: ViewerDep) -> Response:
     data = await views.revenue_page(rt, rt.billing.clock())
     return _render(request, "revenue.html", session=current, r=data)
 
 
 @router.get("/dashboard/billing")
-async def billing_page(request: Request, rt: RuntimeDep, current: SessionDep) -> Response:
+async def billing_page(request: Request, rt: RuntimeDep, current: ViewerDep) -> Response:
     return _render(request, "billing.html", session=current, b=await views.billing_page(rt))
 
 

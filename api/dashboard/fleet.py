@@ -129,37 +129,59 @@ class Page:
     states: Sequence[str]
 
 
-def select(rows: Sequence[TenantRow], query: Query, page_size: int) -> Page:
-    """The page of `rows` matching `query`. Pure."""
+@dataclass(frozen=True)
+class Choices:
+    """What the fleet's filters offer: every plan and subscription state in it."""
+
+    plans: Sequence[str]
+    states: Sequence[str]
+
+    @classmethod
+    def of(cls, rows: Sequence[TenantRow]) -> Choices:
+        return cls(sorted({r.plan for r in rows if r.plan}), sorted({r.state for r in rows}))
+
+
+def select(
+    rows: Sequence[TenantRow], query: Query, page_size: int, choices: Choices | None = None
+) -> Page:
+    """The page of `rows` matching `query`, with the filters' `choices` (those of `rows`
+    unless given: the fleet list keeps its own). Pure."""
     needle = query.search.strip().lower()
-    matched = [
-        r
-        for r in rows
-        if (not needle or needle in r.haystack)
-        and (not query.plan or r.plan == query.plan)
-        and (not query.state or r.state == query.state)
-        and (not query.health or r.health == query.health)
-    ]
+    matched = (
+        [
+            r
+            for r in rows
+            if (not needle or needle in r.haystack)
+            and (not query.plan or r.plan == query.plan)
+            and (not query.state or r.state == query.state)
+            and (not query.health or r.health == query.health)
+        ]
+        if needle or query.plan or query.state or query.health
+        else rows
+    )
     pages = max(1, math.ceil(len(matched) / page_size))
     number = min(max(1, query.page), pages)
     start = (number - 1) * page_size
+    offered = choices or Choices.of(rows)
     return Page(
         rows=matched[start : start + page_size],
         matched=len(matched),
         total=len(rows),
         page=number,
         pages=pages,
-        plans=sorted({r.plan for r in rows if r.plan}),
-        states=sorted({r.state for r in rows}),
+        plans=offered.plans,
+        states=offered.states,
     )
 
 
 @dataclass(frozen=True)
 class Listing:
-    """One reading of the fleet: its rows, and each row and Tenant object by key."""
+    """One reading of the fleet: its rows, each row and Tenant object by key, and what
+    its filters offer (read once per list, not per page)."""
 
     rows: list[TenantRow]
     by_key: Mapping[str, tuple[Mapping[str, Any], TenantRow]]
+    choices: Choices
 
     @classmethod
     def of(
@@ -167,7 +189,7 @@ class Listing:
     ) -> Listing:
         rows = rows_of(tenants, subscriptions)
         bodies = {_key_of(body): body for body in tenants}
-        return cls(rows, {row.key: (bodies[row.key], row) for row in rows})
+        return cls(rows, {row.key: (bodies[row.key], row) for row in rows}, Choices.of(rows))
 
 
 def _key_of(body: Mapping[str, Any]) -> str:
@@ -188,15 +210,19 @@ class Fleet:
             ttl, self._get, "Tenant"
         )
 
-    async def rows(self) -> list[TenantRow]:
+    async def listing(self) -> Listing:
         """The fleet list, for the fleet page (see the module's docstring)."""
         age = time.monotonic() - self._at
         if self._listing is not None and age < self._ttl:
-            return self._listing.rows
+            return self._listing
         if self._listing is not None and age < STALE_FACTOR * self._ttl:
             self._refresh()
-            return self._listing.rows
-        return (await asyncio.shield(self._loading or self._start())).rows
+            return self._listing
+        return await asyncio.shield(self._loading or self._start())
+
+    async def rows(self) -> list[TenantRow]:
+        """The fleet's rows (as bench/dashboard.py draws the fleet page alone)."""
+        return (await self.listing()).rows
 
     def row(self, namespace: str, name: str) -> TenantRow | None:
         """The tenant's row for its page, without waiting: as listed if the list is younger

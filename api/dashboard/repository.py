@@ -174,7 +174,9 @@ async def tenant_records(
     params = {"uid": tenant.uid, "ns": tenant.namespace, "name": tenant.name, "keys": keys,
               "start": period.start, "end": period.end, "drafts": drafts,
               "limit": invoices}  # fmt: skip
-    row = await (await conn.execute(_TENANT_PAGE, params)).fetchone()
+    # Prepared at its first run on each connection, not its sixth (psycopg's default):
+    # planning costs more than running it, and pooled connections take turns.
+    row = await (await conn.execute(_TENANT_PAGE, params, prepare=True)).fetchone()
     assert row is not None  # one row, always: each part is an aggregate
     texts = tuple(row)
     parts = {

@@ -96,7 +96,16 @@ class Sessions:
     # ------------------------------------------------------------ signed in
 
     async def current(self, request: Request, now: dt.datetime) -> Session:
-        """The request's session; SignInRequired without a valid one."""
+        """The request's session, not signed out; SignInRequired without a valid one."""
+        session = self.signed(request, now)
+        if await self.signed_out(session):
+            raise SignInRequired
+        return session
+
+    def signed(self, request: Request, now: dt.datetime) -> Session:
+        """The session the request's cookie names, by its signature and expiry alone
+        (SignInRequired without a valid one): whether it was signed out since is
+        `signed_out`'s answer."""
         token = request.cookies.get(SESSION_COOKIE)
         if not token:
             raise SignInRequired
@@ -104,8 +113,6 @@ class Sessions:
             session_id = self._links.subject(_SESSION, token, now)
         except ApiError:
             raise SignInRequired from None
-        if await self._signed_out(session_id):
-            raise SignInRequired
         expires = now + self._ttl  # the CSRF token lives as long as a session can
         return Session(session_id, expires, self._links.sign(_CSRF, session_id, expires))
 
@@ -123,9 +130,9 @@ class Sessions:
             log.warning("Could not record a sign-out in Redis; the cookie is cleared only")
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
 
-    async def _signed_out(self, session_id: str) -> bool:
+    async def signed_out(self, session: Session) -> bool:
         try:
-            return bool(await self._redis.exists(_SIGNED_OUT + session_id))
+            return bool(await self._redis.exists(_SIGNED_OUT + session.id))
         except RedisError:
             if self._fail_open:
                 return False

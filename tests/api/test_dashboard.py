@@ -244,9 +244,13 @@ async def test_the_team_finds_a_tenant_among_a_thousand(
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_text("You are signed out.")).to_be_visible()
     async with httpx.AsyncClient(base_url=fleet_api.url, cookies={"tenantry_session": stolen}) as c:
-        again = await c.get("/dashboard/")
-    assert again.status_code == 303
-    assert again.headers["location"].startswith("/dashboard/login")
+        # Pages look the sign-out up while they read: still nothing but the sign-in page,
+        # neither a tenant's page nor the refusal a missing tenant would get.
+        for path in ("/dashboard/", "/dashboard/tenants/fleet/customer-0737",
+                     "/dashboard/tenants/fleet/no-such-tenant"):  # fmt: skip
+            again = await c.get(path)
+            assert again.status_code == 303, (path, again.status_code)
+            assert again.headers["location"].startswith("/dashboard/login"), path
 
 
 # ------------------------------------------------------------------ the flows
