@@ -18,6 +18,7 @@ from tenantry.operator.provisioning import Chart
 from tenantry.operator.settings import OperatorSettings
 from tenantry.operator.stripe.client import Stripe
 from tenantry.operator.suspension import Workloads
+from tenantry.operator.work import Slots
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Context:
     workloads: Workloads
     keys: SigningKeys
     revocations: RevocationList
+    passes: Slots
+    """Tenant passes at once (twice the helm processes): each waits for one first."""
     database: AsyncEngine | None = None
     stripe: Stripe | None = None  # None: Stripe is off, and never called
     clock: Clock = system_clock

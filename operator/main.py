@@ -93,7 +93,14 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         client = kube.client(connections=config.kube_connections, timeout=config.kube_timeout)
         cluster = Cluster(client)
         slots = Slots(config.helm_concurrency)
-        log.info("Running at most %d helm processes at once", config.helm_concurrency)
+        passes = Slots(
+            2 * config.helm_concurrency, metrics.PASSES_IN_FLIGHT, metrics.PASSES_WAITING
+        )
+        log.info(
+            "Running at most %d helm processes and %d Tenant passes at once",
+            config.helm_concurrency,
+            passes.limit,
+        )
         keys = SigningKeys(
             client,
             config.namespace,
@@ -127,6 +134,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             workloads=Workloads(client),
             keys=keys,
             revocations=revocations,
+            passes=passes,
             database=create_engine(config.database_url, pool_size=5, pre_ping=True)
             if config.database_url
             else None,
@@ -137,10 +145,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             log.info("Keeping Stripe in step (%s)", config.stripe_api_base or "api.stripe.com")
 
     @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         # A registry of our own has none of kopf's defaults: in a Pod the
         # service account, elsewhere $KUBECONFIG (or ~/.kube/config).
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        return kube.kopf_session(info, connections=config.kube_connections) if info else None
 
     @kopf.on.cleanup(id="stop", registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:

@@ -60,6 +60,14 @@ HELM_WAITING = Gauge(
     "helm operations waiting for a slot, by priority (urgent, periodic).",
     ["priority"],
 )
+PASSES_IN_FLIGHT = Gauge(
+    "tenantry_operator_tenant_passes_in_flight", "Tenant reconcile passes running now."
+)
+PASSES_WAITING = Gauge(
+    "tenantry_operator_tenant_passes_waiting",
+    "Tenant reconcile passes waiting for a slot, by priority (urgent, periodic).",
+    ["priority"],
+)
 HELM_OPERATIONS = Counter(
     "tenantry_operator_helm_operations",
     "helm processes run, by command and result (ok, failed).",

@@ -507,12 +507,13 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
             return
         key = (body.metadata.namespace, body.metadata.name or "")
         with metrics.reconcile_pass("Tenant", trigger) as outcome:
-            async with ctx.lock(key):
-                if uid in ctx.deleting:  # marked while this pass waited for the lock
-                    outcome.result = "deleting"
-                    return
-                try:
-                    with work.while_wanted(lambda: uid not in ctx.deleting):
+            try:
+                with work.while_wanted(lambda: uid not in ctx.deleting):
+                    # A slot first, outside the lock: a finalizer is never kept waiting
+                    # behind a pass that waits for its turn.
+                    async with ctx.passes.slot(), ctx.lock(key):
+                        if uid in ctx.deleting:  # marked while this pass waited
+                            raise Deleting()
                         status, r = await reconcile(
                             ctx,
                             body,
@@ -521,9 +522,9 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
                             plan_rollouts,
                             logger,
                         )
-                except (Deleting, work.Abandoned):
-                    outcome.result = "deleting"
-                    return
+            except (Deleting, work.Abandoned):
+                outcome.result = "deleting"
+                return
             outcome.result = _result(r)
             ready = next((o for o in reversed(r.observed) if o.type == READY), None)
             metrics.TENANTS.set(

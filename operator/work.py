@@ -2,7 +2,9 @@
 
 kopf runs a handler per object at once; a thousand Tenants resuming would
 start a thousand helm processes, and the operator's own load would make its
-installs fail. Every helm process takes a slot here first. Waiters are
+installs fail. Every helm process takes a slot here first; so does every
+Tenant's pass, of which twice as many run at once (a thousand passes, each
+holding what it read while it waited for helm, cost memory, not speed). Waiters are
 served by priority, then in arrival order: creations, updates, resumes and
 deletions are URGENT, drift checks are PERIODIC, so a timer tick never
 delays a Tenant that someone is waiting for. The priority is a context
@@ -20,6 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from enum import IntEnum
 from typing import TypeVar
+
+from prometheus_client import Gauge
 
 from tenantry.operator import metrics
 
@@ -67,11 +71,18 @@ def periodic() -> Iterator[None]:
 
 
 class Slots:
-    """A semaphore of `limit` slots that serves waiters by priority, then first come."""
+    """A semaphore of `limit` slots that serves waiters by priority, then first come.
+    `in_flight` and `waiting` (by priority) are the gauges that show it."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        in_flight: Gauge = metrics.HELM_IN_FLIGHT,
+        waiting: Gauge = metrics.HELM_WAITING,
+    ) -> None:
         self.limit = limit
         self.running = 0
+        self._in_flight, self._waiting_gauge = in_flight, waiting
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
@@ -82,11 +93,11 @@ class Slots:
         if not _wanted.get()():
             self._release()
             raise Abandoned()
-        metrics.HELM_IN_FLIGHT.inc()
+        self._in_flight.inc()
         try:
             yield
         finally:
-            metrics.HELM_IN_FLIGHT.dec()
+            self._in_flight.dec()
             self._release()
 
     async def _acquire(self, priority: Priority) -> None:
@@ -95,7 +106,7 @@ class Slots:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (priority, next(self._order), future))
-        waiting = metrics.HELM_WAITING.labels(priority=priority.name.lower())
+        waiting = self._waiting_gauge.labels(priority=priority.name.lower())
         waiting.inc()
         try:
             await future  # the slot is handed over by `_release`, already counted

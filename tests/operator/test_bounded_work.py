@@ -3,28 +3,43 @@ a helm that records every process it runs (set through TENANTRY_OPERATOR_HELM), 
 operator's metrics endpoint, and its log.
 
 These tests stop the suite's operator and run one of their own beside the same
-control plane, with at most two helm processes at once.
+control plane, with at most two helm processes and two API requests at once.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from support import Kube, OperatorProcess, all_ready, apply_tenants, license_secret, wait_for
+from support import (
+    Kube,
+    OperatorProcess,
+    all_ready,
+    apply_tenants,
+    license_secret,
+    subscription,
+    unique_names,
+    wait_for,
+)
 from testbed import free_port
 
 pytestmark = pytest.mark.cluster
 
 HELM_LIMIT = 2
+KUBE_CONNECTIONS = 2
+KOPF_WATCH_STREAMS = 16  # operator/kube.py's room for kopf's watch streams
 TENANTS = 6
 
 WRAPPER = """#!/bin/bash
@@ -115,6 +130,7 @@ def watched(
             **operator.env,
             "TENANTRY_OPERATOR_HELM": str(wrapper),
             "TENANTRY_OPERATOR_HELM_CONCURRENCY": str(HELM_LIMIT),
+            "TENANTRY_OPERATOR_KUBE_CONNECTIONS": str(KUBE_CONNECTIONS),
             "TENANTRY_OPERATOR_METRICS_PORT": str(port),
         },
     )
@@ -144,6 +160,74 @@ def test_many_tenants_at_once_never_run_more_helm_than_the_limit(
     # Each line about a Tenant names it.
     first = tenants[0]
     assert f"[Tenant {first['control']}/{first['tenant']}]" in watched.process.log_text()
+
+
+def test_a_burst_of_objects_opens_a_bounded_number_of_connections(
+    kube: Kube, watched: Watched
+) -> None:
+    # A hundred Subscriptions at once: kopf adds its finalizer to each and the operator
+    # writes each one's status (its Tenant does not exist), all together.
+    names = unique_names(kube)
+    count = 100
+    server = yaml.safe_load(kube.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    port = urllib.parse.urlsplit(server).port
+    assert port is not None
+    process = watched.process.process
+    assert process is not None
+    most, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal most
+        while not done.is_set():
+            most = max(most, _connections(process.pid, port))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        kube.apply(*(subscription(f"burst-{i}", names["control"], f"missing-{i}", names["plan"])
+                     for i in range(count)))  # fmt: skip
+        wait_for(
+            lambda: (
+                sum(
+                    bool(s.get("status", {}).get("conditions"))
+                    for s in json.loads(
+                        kube.kubectl("get", "subscriptions", "-n", names["control"], "-o", "json")
+                    )["items"]
+                )
+                == count
+            ),
+            "every Subscription to have its status",
+            timeout=120,
+        )
+    finally:
+        done.set()
+        sampler.join()
+        kube.kubectl("delete", "namespace", names["control"], "--wait=false")
+    # The operator's own client, and kopf's requests beside its watch streams.
+    bound = KUBE_CONNECTIONS + KUBE_CONNECTIONS + KOPF_WATCH_STREAMS
+    assert 0 < most <= bound, f"{most} connections to the API server at once (bound {bound})"
+
+
+def _connections(pid: int, port: int) -> int:
+    """The process's established TCP connections to `port`: its sockets' inodes,
+    found in the kernel's table of connections."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            established = fields[3] == "01"
+            if established and fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
 
 
 def test_drift_checks_run_no_helm_when_nothing_changed_and_repair_what_did(
