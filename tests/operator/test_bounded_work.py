@@ -162,6 +162,28 @@ def test_many_tenants_at_once_never_run_more_helm_than_the_limit(
     assert f"[Tenant {first['control']}/{first['tenant']}]" in watched.process.log_text()
 
 
+def test_tenant_passes_beyond_twice_the_helm_limit_wait_their_turn(
+    kube: Kube, watched: Watched
+) -> None:
+    hold = watched.helm.dir / "hold"
+    hold.touch()
+    try:
+        tenants = apply_tenants(kube, TENANTS)
+        wait_for(
+            lambda: (
+                watched.metric("tenantry_operator_helm_operations_in_flight") == HELM_LIMIT
+                and watched.metric("tenantry_operator_tenant_passes_waiting", priority="urgent")
+                == TENANTS - 2 * HELM_LIMIT
+            ),
+            "helm slots taken and the passes beyond the limit waiting",
+        )
+        assert watched.metric("tenantry_operator_tenant_passes_in_flight") == 2 * HELM_LIMIT
+    finally:
+        hold.unlink(missing_ok=True)
+    all_ready(kube, tenants)
+    assert watched.metric("tenantry_operator_tenant_passes_waiting") == 0
+
+
 def test_a_burst_of_objects_opens_a_bounded_number_of_connections(
     kube: Kube, watched: Watched
 ) -> None:
