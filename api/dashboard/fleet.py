@@ -220,10 +220,6 @@ class Fleet:
             return self._listing
         return await asyncio.shield(self._loading or self._start())
 
-    async def rows(self) -> list[TenantRow]:
-        """The fleet's rows (as bench/dashboard.py draws the fleet page alone)."""
-        return (await self.listing()).rows
-
     def row(self, namespace: str, name: str) -> TenantRow | None:
         """The tenant's row for its page, without waiting: as listed if the list is younger
         than STALE_FACTOR TTLs. It starts no LIST: a thousand objects cost more than the

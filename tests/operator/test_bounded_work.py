@@ -35,11 +35,12 @@ from support import (
 )
 from testbed import free_port
 
+from tenantry.operator.kube import KOPF_WATCH_STREAMS
+
 pytestmark = pytest.mark.cluster
 
 HELM_LIMIT = 2
 KUBE_CONNECTIONS = 2
-KOPF_WATCH_STREAMS = 16  # operator/kube.py's room for kopf's watch streams
 TENANTS = 6
 
 WRAPPER = """#!/bin/bash
