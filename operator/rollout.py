@@ -149,6 +149,29 @@ def views(
     return found
 
 
+def unseen_moves(
+    plan: str, entries: Iterable[Mapping[str, Any]], applied: Mapping[str, Assignment]
+) -> dict[str, Assignment]:
+    """The moves written (`applied`) that the index does not show yet. A move the index
+    shows, or of a Tenant no longer in the Plan, is forgotten: without this the loop
+    would keep one entry for every Tenant it ever moved."""
+    shown = {entry["name"]: Assignment.from_annotation(entry["assignment"]) for entry in entries}
+    kept = {}
+    for name, written in applied.items():
+        if name not in shown:
+            continue
+        seen = shown[name]
+        # The annotation keeps whole seconds.
+        if (
+            seen is not None
+            and seen.plan == plan
+            and seen.moved_at >= written.moved_at.replace(microsecond=0)
+        ):
+            continue
+        kept[name] = written
+    return kept
+
+
 def prior_rollout_of(raw: Mapping[str, Any] | None) -> RolloutStatus | None:
     """A Plan's `status.rollout`, or none when absent or unreadable."""
     try:
@@ -181,6 +204,8 @@ class PlanRollout:
             return None
         prior = self.state or prior_rollout_of(body.status.get("rollout"))
         now = self.ctx.clock()
+        entries = list(entries)
+        self.applied = unseen_moves(self.name, entries, self.applied)
         step = next_step(
             Fleet(
                 settings=spec.rollout,
