@@ -38,6 +38,9 @@ class Context:
     clock: Clock = system_clock
     deleting: set[str] = field(default_factory=set)
     """Uids of Tenants marked for deletion: never reconciled again."""
+    exiting: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the operator exits: kopf stops its timers one at a time, and a periodic
+    check stops at once instead of running (and slowing the rest) until its turn."""
     _locks: defaultdict[Any, asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )

@@ -567,11 +567,11 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
         **kwargs: Any,
     ) -> None:
         stopped: kopf.DaemonStopped = kwargs["stopped"]
+        exiting = ctx_of(memo).exiting
         # Behind every creation, deletion and resume; cancelled (with its helm process)
         # as soon as the Tenant is deleted or the operator stops.
         with work.periodic():
             await work.unless_stopped(
-                stopped.wait(),
                 run(
                     body,
                     memo,
@@ -582,7 +582,14 @@ def register(registry: kopf.OperatorRegistry, ctx_of: Any, drift_interval: float
                     kwargs["plan_rollouts"],
                     trigger="drift",
                 ),
+                stopped.wait(),
+                exiting.wait(),
             )
+        if (
+            stopped.reason is not None
+            and kopf.DaemonStoppingReason.OPERATOR_EXITING in stopped.reason
+        ):
+            exiting.set()  # the first check to hear of it ends every other one
 
     @kopf.on.delete(*tenants, id="finalize", when=sharding.tenants, registry=registry)
     @errors.boundary

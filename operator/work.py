@@ -129,15 +129,16 @@ class Slots:
         self.running -= 1
 
 
-async def unless_stopped(stopped: Awaitable[object], work: Awaitable[T]) -> T | None:
-    """`work`'s result, or None when `stopped` comes first: then the work is cancelled
-    (a helm process it runs is terminated) before this returns."""
+async def unless_stopped(work: Awaitable[T], *stops: Awaitable[object]) -> T | None:
+    """`work`'s result, or None when one of `stops` comes first: then the work is
+    cancelled (a helm process it runs is terminated) before this returns."""
     task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(stopped)
+    waits = [asyncio.ensure_future(stop) for stop in stops]
     try:
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *waits}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stop.cancel()
+        for waiting in waits:
+            waiting.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

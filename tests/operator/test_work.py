@@ -81,3 +81,37 @@ async def test_work_no_longer_wanted_is_dropped_when_its_turn_comes() -> None:
     with pytest.raises(work.Abandoned):
         await queued
     assert slots.running == 0
+
+
+async def test_waiting_checks_end_at_once_when_any_of_their_stops_comes() -> None:
+    # The operator exiting ends every waiting check, not only the one kopf stopped first.
+    slots = Slots(1)
+    release, exiting = asyncio.Event(), asyncio.Event()
+    own_stops = [asyncio.Event() for _ in range(3)]
+    ran: list[int] = []
+
+    async def holder() -> None:
+        async with slots.slot():
+            await release.wait()
+
+    async def check(number: int) -> None:
+        with work.periodic():
+            async with slots.slot():
+                ran.append(number)
+
+    first = asyncio.ensure_future(holder())
+    await asyncio.sleep(0)
+    checks = [
+        asyncio.ensure_future(work.unless_stopped(check(i), stop.wait(), exiting.wait()))
+        for i, stop in enumerate(own_stops)
+    ]
+    await asyncio.sleep(0)
+    own_stops[0].set()
+    assert await checks[0] is None
+    assert not any(c.done() for c in checks[1:])  # only its own stop came yet
+    exiting.set()
+    assert await asyncio.gather(*checks[1:]) == [None, None]
+    release.set()
+    await first
+    assert ran == []
+    assert slots.running == 0
