@@ -155,20 +155,20 @@ def unseen_moves(
     """The moves written (`applied`) that the index does not show yet. A move the index
     shows, or of a Tenant no longer in the Plan, is forgotten: without this the loop
     would keep one entry for every Tenant it ever moved."""
-    shown = {entry["name"]: Assignment.from_annotation(entry["assignment"]) for entry in entries}
     kept = {}
-    for name, written in applied.items():
-        if name not in shown:
+    for entry in entries:
+        written = applied.get(entry["name"])
+        if written is None:
             continue
-        seen = shown[name]
+        seen = Assignment.from_annotation(entry["assignment"])
         # The annotation keeps whole seconds.
-        if (
+        shown = (
             seen is not None
             and seen.plan == plan
             and seen.moved_at >= written.moved_at.replace(microsecond=0)
-        ):
-            continue
-        kept[name] = written
+        )
+        if not shown:
+            kept[entry["name"]] = written
     return kept
 
 
